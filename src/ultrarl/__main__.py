@@ -1,0 +1,3 @@
+from ultrarl.cli import main
+
+raise SystemExit(main())

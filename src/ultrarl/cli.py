@@ -1,0 +1,159 @@
+"""``ultrarl``: subcommands in the shape of RL Zoo. Every user error is one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from ultrarl.errors import EXIT_USAGE, UltraRLError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not argparse's usage block
+        print(f"ultrarl: error: {message} (see ultrarl --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _add_llm_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--llm", default=None, help="local (default), local:smollm2, local:gemma3 or openai:MODEL")
+    p.add_argument("--llm-base-url", default=None, help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1")
+    p.add_argument("--cache-dir", default=None, help="LLM response cache (default $ULTRARL_CACHE_DIR or ~/.cache/ultrarl)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the LLM response cache")
+
+
+def _add_explain_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("env_id")
+    p.add_argument("--agent", required=True, help="SB3 PPO model zip")
+    p.add_argument("--run-dir", required=True)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--episodes", type=int, default=None)
+    p.add_argument("--config", type=Path, default=None, help="YAML settings; command-line values win")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
+    p.add_argument("--token-budget", type=int, default=None)
+    p.add_argument("--critical-steps", type=int, default=None)
+    p.add_argument("--eval-episodes", type=int, default=None)
+    _add_llm_options(p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ultrarl", description="LLM-guided refinement of stuck RL agents (ULTRA).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("pretrain", help="train a (sub-optimal) PPO agent")
+    p.add_argument("env_id")
+    p.add_argument("--timesteps", type=int, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+
+    p = sub.add_parser("explain", help="ask the LLM for critical states and build the guidance table")
+    _add_explain_options(p)
+
+    p = sub.add_parser("refine", help="refine an agent with ULTRA-A/R/RA or continued PPO")
+    _add_explain_options(p)
+    p.add_argument("--method", default=None, help="ultra-a, ultra-r, ultra-ra (default) or ppo")
+    p.add_argument("--timesteps", type=int, default=None)
+    p.add_argument("--override-prob", type=float, default=None)
+    p.add_argument("--beta", type=float, default=None)
+
+    p = sub.add_parser("evaluate", help="evaluate an agent without guidance; prints JSON")
+    p.add_argument("env_id")
+    p.add_argument("--agent", required=True)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("demo", help="the whole method on Hopper-v5, offline, in a few minutes")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
+    p.add_argument("--llm", default="local")
+    return parser
+
+
+def _settings_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line values that were given (None means: keep the config's or the default)."""
+    mapping = {
+        "env_id": args.env_id, "agent": args.agent, "seed": args.seed, "episodes": args.episodes,
+        "llm": args.llm, "llm_base_url": args.llm_base_url, "cache_dir": args.cache_dir,
+        "token_budget": args.token_budget, "critical_steps": args.critical_steps,
+        "eval_episodes": args.eval_episodes,
+        "method": getattr(args, "method", None), "timesteps": getattr(args, "timesteps", None),
+    }
+    values = {k: v for k, v in mapping.items() if v is not None}
+    if args.no_cache:
+        values["use_cache"] = False
+    modulation = {k: getattr(args, k, None) for k in ("override_prob", "beta")}
+    if any(v is not None for v in modulation.values()):
+        values["modulation"] = {k: v for k, v in modulation.items() if v is not None}
+    return values
+
+
+def _settings(args: argparse.Namespace, cls: type) -> Any:
+    from ultrarl.config import build_settings, load_settings_file
+
+    values = _settings_values(args)
+    if args.config is not None:
+        return load_settings_file(args.config, cls, values)
+    return build_settings(cls, values)
+
+
+def _run(args: argparse.Namespace) -> int:
+    # Heavy imports (torch, SB3, MuJoCo) only once the arguments are known to be valid.
+    from ultrarl.report.console import console, critical_states_table, returns_table
+
+    if args.command == "pretrain":
+        from ultrarl.pipeline import pretrain
+
+        if args.out.suffix != ".zip":
+            raise UltraRLError(f"--out must name a .zip file, got {args.out}")
+        pretrain(args.env_id, args.timesteps, args.seed, args.out)
+        console.print(f"saved {args.out}")
+    elif args.command == "evaluate":
+        from ultrarl.envs.factory import check_agent_spaces, validate_env_id
+        from ultrarl.evaluate.evaluation import evaluate_agent
+        from ultrarl.refine.refiner import load_agent
+
+        validate_env_id(args.env_id)
+        agent = load_agent(args.agent)
+        check_agent_spaces(agent.observation_space, agent.action_space, args.env_id)
+        result = evaluate_agent(agent, args.env_id, args.episodes, args.seed)
+        print(json.dumps({"mean": result.mean, "std": result.std, "episodes": result.episodes,
+                          "returns": result.returns}))
+    elif args.command in ("explain", "refine"):
+        from ultrarl.config import ExplainSettings, RefineSettings
+        from ultrarl.pipeline import refine_agent, run_explain
+        from ultrarl.refine.refiner import check_method
+        from ultrarl.run_dir import prepare_run_dir
+
+        settings = _settings(args, ExplainSettings if args.command == "explain" else RefineSettings)
+        if args.command == "refine":
+            check_method(settings.method)
+        run_dir = prepare_run_dir(args.run_dir, overwrite=args.overwrite)
+        if args.command == "explain":
+            outcome = run_explain(settings, run_dir)
+            console.print(critical_states_table(outcome.states))
+        else:
+            refined = refine_agent(settings, run_dir)
+            console.print(returns_table({"before": refined.before, f"after {settings.method}": refined.after}))
+        console.print(f"run directory: {run_dir}")
+    elif args.command == "demo":
+        from ultrarl.demo import run_demo
+
+        run_demo(args.run_dir, llm=args.llm)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UltraRLError as exc:
+        print(f"ultrarl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("ultrarl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

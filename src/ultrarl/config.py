@@ -1,0 +1,66 @@
+"""Run settings: typed, validated, saved as config.yaml in every run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ultrarl.errors import UltraRLError
+from ultrarl.refine.refiner import ModulationConfig
+
+
+class ExplainSettings(BaseModel):
+    """Everything that determines an explain run. The API key is never a setting: only the name
+    of the environment variable that holds it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env_id: str
+    agent: str
+    seed: int = 0
+    episodes: int = Field(16, gt=0, description="episodes rolled out and explained")
+    deterministic_rollouts: bool = False
+    llm: str = "local"
+    llm_base_url: str | None = None
+    llm_api_key_env: str = "OPENAI_API_KEY"
+    llm_max_tokens: int = Field(400, gt=0)
+    cache_dir: str | None = None
+    use_cache: bool = True
+    critical_steps: int = Field(3, gt=0, description="k, critical steps per episode")
+    token_budget: int = Field(3000, ge=256, description="prompt tokens per episode")
+    epsilon: float | None = Field(None, gt=0, description="match radius; None calibrates it")
+    epsilon_quantile: float = Field(0.9, gt=0, le=1, description="quantile of consecutive-state distances")
+    eval_episodes: int = Field(10, gt=0)
+
+
+class RefineSettings(ExplainSettings):
+    method: str = "ultra-ra"
+    timesteps: int = Field(50_000, gt=0)
+    modulation: ModulationConfig = Field(default_factory=ModulationConfig)
+
+
+def settings_to_yaml(settings: BaseModel) -> str:
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
+
+
+def load_settings_file(path: Path, cls: type[BaseModel], overrides: dict[str, Any]) -> BaseModel:
+    """A YAML config, with command-line values on top; unknown keys are an error."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UltraRLError(f"cannot read config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UltraRLError(f"config {path} must be a YAML mapping")
+    return build_settings(cls, {**data, **overrides})
+
+
+def build_settings(cls: type[BaseModel], values: dict[str, Any]) -> BaseModel:
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "config"
+        raise UltraRLError(f"invalid setting {where}: {first['msg']}") from exc

@@ -1,0 +1,82 @@
+"""Creating environments by Gymnasium id, with errors a user can read."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+from stable_baselines3.common.vec_env import VecEnv
+
+from ultrarl.envs.sparse import register_sparse_envs
+from ultrarl.errors import UltraRLError
+
+_registered = False
+
+
+def _register_all() -> None:
+    """Register ALE and ultrarl's own ids once, lazily (ale_py import is slow)."""
+    global _registered
+    if _registered:
+        return
+    try:
+        import ale_py
+
+        gym.register_envs(ale_py)
+    except ImportError:  # ALE is optional; Pong ids then fail with a clear message below.
+        pass
+    register_sparse_envs()
+    _registered = True
+
+
+def validate_env_id(env_id: str) -> None:
+    """Raise a one-line error for an id Gymnasium does not know, with the closest known ids."""
+    _register_all()
+    if env_id in gym.registry:
+        return
+    close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
+    raise UltraRLError(f"unknown environment id '{env_id}'.{hint}")
+
+
+def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
+    """Make one environment, seeded, after checking the id."""
+    validate_env_id(env_id)
+    try:
+        env = gym.make(env_id, **kwargs)
+    except Exception as exc:  # missing extras (mujoco, ale) or bad kwargs
+        raise UltraRLError(f"cannot create environment '{env_id}': {exc}") from exc
+    if seed is not None:
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+    return env
+
+
+def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0) -> VecEnv:
+    """A DummyVecEnv of Monitor-wrapped environments: Monitor records the true episodic return."""
+    validate_env_id(env_id)
+    return sb3_make_vec_env(env_id, n_envs=n_envs, seed=seed)
+
+
+def check_agent_spaces(agent_obs: gym.Space, agent_act: gym.Space, env_id: str) -> None:
+    """Refuse an agent trained on other spaces than the environment's."""
+    env = make_env(env_id)
+    try:
+        if not _same_space(agent_obs, env.observation_space):
+            raise UltraRLError(
+                f"agent observation space {agent_obs} does not match {env_id}'s {env.observation_space}"
+            )
+        if not _same_space(agent_act, env.action_space):
+            raise UltraRLError(f"agent action space {agent_act} does not match {env_id}'s {env.action_space}")
+    finally:
+        env.close()
+
+
+def _same_space(a: gym.Space, b: gym.Space) -> bool:
+    # Bounds of Box spaces may differ by dtype only; compare type and shape (and n for Discrete).
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, gym.spaces.Discrete):
+        return int(a.n) == int(b.n)  # type: ignore[attr-defined]
+    return a.shape == b.shape

@@ -1,0 +1,22 @@
+"""User-facing errors.
+
+Anything a user can cause (a bad environment id, a corrupt model file, an unreachable LLM server)
+is raised as :class:`UltraRLError`; the command line prints its message as one line and exits
+with code 2. Everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_USAGE = 2
+
+
+class UltraRLError(Exception):
+    """An error caused by the user's input or environment, with a one-line explanation."""
+
+    def __init__(self, message: str) -> None:
+        # One line, always: the CLI prints it as is.
+        super().__init__(" ".join(str(message).split()))
+
+
+class LLMUnavailableError(UltraRLError):
+    """The LLM backend cannot be used at all (server unreachable, bad credentials, missing model)."""

@@ -1,0 +1,108 @@
+"""Stage 3+4, identify and advise: one LLM call per episode returns critical steps, suggested
+actions and implicit rewards (the one-pass mode of METHOD.md)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from ultrarl.envs.rollout import Trajectory
+from ultrarl.explain.prompts import PROMPT_VERSION, EpisodePrompt, build_episode_prompt, return_so_far
+from ultrarl.explain.validation import ValidatedAnswer, validate_answer
+from ultrarl.interpret.describer import StateDescriber
+from ultrarl.llm.client import LLMClient
+
+
+class CriticalState(BaseModel):
+    """One line of explanations.jsonl."""
+
+    episode: int
+    step: int
+    rationale: str
+    suggested_action: int | list[float]
+    implicit_reward: float
+    agent_action: int | list[float]
+    return_so_far: float
+    state_text: str
+    suggested_action_text: str
+    agent_action_text: str
+
+
+def _as_json_action(action: np.ndarray) -> int | list[float]:
+    arr = np.asarray(action)
+    return int(arr.item()) if arr.ndim == 0 else [float(v) for v in arr.ravel()]
+
+
+class Explainer:
+    def __init__(self, llm: LLMClient, describer: StateDescriber, k: int = 3, token_budget: int = 3000) -> None:
+        self.llm = llm
+        self.describer = describer
+        self.k = k
+        self.token_budget = token_budget
+        self.cache_keys: dict[int, str] = {}  # episode -> LLM cache key, for the run's manifest
+
+    def prompt_for(self, trajectory: Trajectory) -> EpisodePrompt:
+        return build_episode_prompt(trajectory, self.describer, self.llm.count_tokens, self.k, self.token_budget)
+
+    def explain_episode(self, trajectory: Trajectory) -> list[CriticalState]:
+        prompt = self.prompt_for(trajectory)
+        self.cache_keys[trajectory.episode] = self.llm.key_for(prompt.messages, prompt.schema, PROMPT_VERSION)
+
+        def validate(value: Any) -> ValidatedAnswer:
+            return validate_answer(
+                value, trajectory.length, self.describer.action_space, self.describer.spec.action_names, self.k
+            )
+
+        answer = self.llm.ask_json(prompt.messages, prompt.schema, validate, PROMPT_VERSION)
+        if answer is None:
+            return []
+        self.llm.ledger.add(dropped_fields=answer.dropped, clipped_fields=answer.clipped)
+        return [self._record(trajectory, advice.step, advice) for advice in answer.advice]
+
+    def _record(self, trajectory: Trajectory, step: int, advice: Any) -> CriticalState:
+        obs = trajectory.observations[step]
+        agent_action = trajectory.actions[step]
+        return CriticalState(
+            episode=trajectory.episode,
+            step=step,
+            rationale=advice.rationale,
+            suggested_action=advice.suggested_action,
+            implicit_reward=advice.implicit_reward,
+            agent_action=_as_json_action(agent_action),
+            return_so_far=return_so_far(trajectory, step),
+            state_text=self.describer.describe_state(obs),
+            suggested_action_text=self.describer.describe_action(np.asarray(advice.suggested_action)),
+            agent_action_text=self.describer.describe_action(agent_action),
+        )
+
+    def explain(
+        self, trajectories: list[Trajectory], on_episode: Callable[[int, list[CriticalState]], None] | None = None
+    ) -> list[CriticalState]:
+        """All episodes; requests run in parallel up to the backend's concurrency."""
+        workers = max(1, min(self.llm.backend.max_concurrency, len(trajectories)))
+        results: dict[int, list[CriticalState]] = {}
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = {pool.submit(self.explain_episode, t): t.episode for t in trajectories}
+            for future in futures:  # in submission order, so progress and output are stable
+                episode = futures[future]
+                results[episode] = future.result()
+                if on_episode is not None:
+                    on_episode(episode, results[episode])
+        return [state for t in trajectories for state in results[t.episode]]
+
+
+def write_explanations(states: list[CriticalState], path: Path) -> None:
+    with open(path, "w") as f:
+        for state in states:
+            f.write(state.model_dump_json() + "\n")
+
+
+def read_explanations(path: Path) -> list[CriticalState]:
+    with open(path) as f:
+        return [CriticalState.model_validate(json.loads(line)) for line in f if line.strip()]

@@ -1,0 +1,36 @@
+"""The interface every LLM backend implements, and what one chat call returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+
+
+Messages = list[dict[str, str]]
+
+
+class ChatBackend(Protocol):
+    """A chat model that can be asked for JSON. Implementations: local llama.cpp, OpenAI SDK."""
+
+    name: str  # "local" or "openai"
+    model: str  # model id, part of the cache key
+    max_concurrency: int  # 1 for in-process models
+
+    def chat(
+        self,
+        messages: Messages,
+        schema: dict[str, Any] | None,
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+    ) -> ChatResult: ...
+
+    def count_tokens(self, text: str) -> int: ...

@@ -1,0 +1,113 @@
+"""Asking a backend for a validated JSON answer, through the cache and the ledger.
+
+The flow for one question: cache lookup -> model call -> JSON extraction -> validation (the
+caller's function) -> on failure one bounded re-ask that quotes the error -> on failure again,
+``None`` and a counted failure. Only validated answers are cached, so a cached run reproduces
+exactly and never replays a bad answer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ultrarl.llm.backend import ChatBackend, Messages
+from ultrarl.llm.cache import ResponseCache, cache_key
+from ultrarl.llm.ledger import UsageLedger
+
+T = TypeVar("T")
+
+
+class InvalidAnswer(ValueError):
+    """Raised by a validator for an answer that cannot be used at all."""
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON object in ``text`` (models like to wrap it in prose or code fences)."""
+    start = text.find("{")
+    if start < 0:
+        raise InvalidAnswer("the answer contains no JSON object")
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[start:])
+    except json.JSONDecodeError as exc:
+        raise InvalidAnswer(f"the answer is not valid JSON: {exc.msg}") from exc
+    return value
+
+
+class LLMClient:
+    def __init__(
+        self,
+        backend: ChatBackend,
+        cache: ResponseCache | None,
+        ledger: UsageLedger | None = None,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        seed: int = 0,
+        max_reasks: int = 1,
+    ) -> None:
+        self.backend = backend
+        self.cache = cache
+        self.ledger = ledger or UsageLedger()
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.seed = seed
+        self.max_reasks = max_reasks
+
+    @property
+    def spec(self) -> str:
+        return f"{self.backend.name}:{self.backend.model}"
+
+    def count_tokens(self, text: str) -> int:
+        return self.backend.count_tokens(text)
+
+    def key_for(self, messages: Messages, schema: dict[str, Any] | None, template_version: str) -> str:
+        return cache_key(
+            backend=self.backend.name,
+            model=self.backend.model,
+            template=template_version,
+            messages=messages,
+            schema=schema,
+            sampling={"max_tokens": self.max_tokens, "temperature": self.temperature, "seed": self.seed},
+        )
+
+    def ask_json(
+        self,
+        messages: Messages,
+        schema: dict[str, Any] | None,
+        validate: Callable[[Any], T],
+        template_version: str,
+    ) -> T | None:
+        """A validated answer, or None (counted as a failure) when the model never gave one."""
+        key = self.key_for(messages, schema, template_version)
+        if self.cache is not None and (cached := self.cache.get(key)) is not None:
+            try:
+                result = validate(cached)
+            except InvalidAnswer:
+                pass  # a validator grew stricter since the answer was cached: ask again
+            else:
+                self.ledger.add(cache_hits=1)
+                return result
+        conversation = list(messages)
+        for attempt in range(self.max_reasks + 1):
+            reply = self.backend.chat(conversation, schema, self.max_tokens, self.temperature, self.seed + attempt)
+            self.ledger.record_call(reply.prompt_tokens, reply.completion_tokens, reply.latency_s)
+            try:
+                value = extract_json(reply.text)
+                result = validate(value)
+            except InvalidAnswer as exc:
+                self.ledger.add(parse_failures=1)
+                if attempt == self.max_reasks:
+                    break
+                self.ledger.add(reasks=1)
+                conversation = [
+                    *messages,
+                    {"role": "assistant", "content": reply.text[:2000]},
+                    {"role": "user", "content": f"That answer was rejected: {exc}. Reply again with valid JSON only."},
+                ]
+                continue
+            if self.cache is not None:
+                self.cache.put(key, value)
+            return result
+        self.ledger.add(failed_episodes=1)
+        return None

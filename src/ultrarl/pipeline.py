@@ -1,0 +1,204 @@
+"""The stages wired together: pretrain, explain (collect -> describe -> LLM -> guidance),
+refine (explain -> PPO with modulation -> evaluate). The CLI and the demo call these."""
+
+from __future__ import annotations
+
+import csv
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from stable_baselines3 import PPO
+
+from ultrarl.config import ExplainSettings, RefineSettings, settings_to_yaml
+from ultrarl.envs.factory import check_agent_spaces, make_vec_env, validate_env_id
+from ultrarl.envs.rollout import Trajectory, collect_trajectories, save_trajectories
+from ultrarl.errors import UltraRLError
+from ultrarl.evaluate.evaluation import EvalResult, evaluate_agent
+from ultrarl.explain.explainer import CriticalState, Explainer, write_explanations
+from ultrarl.explain.prompts import PROMPT_VERSION
+from ultrarl.guidance.table import GuidanceTable
+from ultrarl.interpret.describer import StateDescriber
+from ultrarl.llm.factory import make_llm_client
+from ultrarl.llm.ledger import UsageLedger
+from ultrarl.refine.refiner import Refiner, check_method, load_agent
+from ultrarl.report.console import console
+from ultrarl.report.markdown import write_report
+from ultrarl.run_dir import manifest, write_json, write_text_atomic
+
+EVAL_SEED_OFFSET = 10_000  # evaluation episodes never reuse the seeds of explained episodes
+
+
+def pretrain(env_id: str, timesteps: int, seed: int, out: Path, progress_bar: bool = True) -> PPO:
+    """A PPO agent with SB3's default hyperparameters and a small budget: a sub-optimal agent."""
+    validate_env_id(env_id)
+    if timesteps <= 0:
+        raise UltraRLError(f"--timesteps must be positive, got {timesteps}")
+    env = make_vec_env(env_id, n_envs=1, seed=seed)
+    agent = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
+    agent.learn(total_timesteps=timesteps, progress_bar=progress_bar)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    agent.save(out)
+    return agent
+
+
+@dataclass
+class ExplainOutcome:
+    trajectories: list[Trajectory]
+    states: list[CriticalState]
+    table: GuidanceTable
+    usage: dict[str, float]
+    before: EvalResult
+    wall_time_s: float
+
+
+def _write_explain_progress(path: Path, rows: list[dict[str, float]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["episode"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def explain_agent(
+    settings: ExplainSettings, run_dir: Path, agent: PPO | None = None, progress_name: str = "progress.csv"
+) -> ExplainOutcome:
+    """Collect episodes, ask the LLM about each, build the guidance table; write it all down."""
+    start = time.perf_counter()
+    validate_env_id(settings.env_id)
+    agent = agent or load_agent(settings.agent)
+    check_agent_spaces(agent.observation_space, agent.action_space, settings.env_id)
+    llm = make_llm_client(
+        settings.llm,
+        base_url=settings.llm_base_url,
+        api_key_env=settings.llm_api_key_env,
+        cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
+        use_cache=settings.use_cache,
+        max_tokens=settings.llm_max_tokens,
+        seed=settings.seed,
+    )
+    before = evaluate_agent(agent, settings.env_id, settings.eval_episodes, settings.seed + EVAL_SEED_OFFSET)
+    console.print(f"[bold]agent before refinement[/]: {before.summary()}")
+
+    console.print(f"collecting {settings.episodes} episodes of {settings.env_id} ...")
+    trajectories = collect_trajectories(
+        agent, settings.env_id, settings.episodes, settings.seed, deterministic=settings.deterministic_rollouts
+    )
+    save_trajectories(trajectories, run_dir / "trajectories.npz")
+
+    describer = StateDescriber(settings.env_id, agent.observation_space, agent.action_space)
+    explainer = Explainer(llm, describer, k=settings.critical_steps, token_budget=settings.token_budget)
+    rows: list[dict[str, float]] = []
+    by_episode = {t.episode: t for t in trajectories}
+
+    def on_episode(episode: int, states: list[CriticalState]) -> None:
+        t = by_episode[episode]
+        usage = llm.ledger.to_dict()
+        rows.append(
+            {"episode": episode, "length": t.length, "return": t.episode_return, "critical_states": len(states),
+             "llm_calls": usage["calls"], "llm_cache_hits": usage["cache_hits"], "llm_failures": usage["failures"]}
+        )
+        console.print(
+            f"  episode {len(rows)}/{len(trajectories)}: {t.length} steps, return {t.episode_return:.1f}, "
+            f"{len(states)} critical states (LLM calls {usage['calls']}, cache hits {usage['cache_hits']}, "
+            f"failures {usage['failures']})"
+        )
+
+    console.print(f"asking the LLM ({llm.spec}) for critical states ...")
+    states = explainer.explain(trajectories, on_episode=on_episode)
+    table = GuidanceTable.from_explanations(
+        states, trajectories, epsilon=settings.epsilon, epsilon_quantile=settings.epsilon_quantile
+    )
+    usage = llm.ledger.to_dict()
+    write_explanations(states, run_dir / "explanations.jsonl")
+    table.save(run_dir / "guidance.npz")
+    write_json(run_dir / "llm_usage.json", usage)
+    _write_explain_progress(run_dir / progress_name, rows)
+    keys = [explainer.cache_keys[t.episode] for t in trajectories]
+    write_json(
+        run_dir / "manifest.json",
+        manifest(settings.seed, llm.spec, {"prompt_version": PROMPT_VERSION, "llm_cache_keys": keys}),
+    )
+    if not states:
+        console.print("[yellow]warning[/]: the LLM gave no usable critical state; the guidance table is empty")
+    return ExplainOutcome(trajectories, states, table, usage, before, time.perf_counter() - start)
+
+
+@dataclass
+class RefineOutcome:
+    refiner: Refiner
+    before: EvalResult
+    after: EvalResult
+    states: list[CriticalState]
+    usage: dict[str, float]
+    modulation: dict[str, float]
+    refine_wall_time_s: float
+    steps_per_second: float
+
+
+def refine_agent(settings: RefineSettings, run_dir: Path, progress_bar: bool = True) -> RefineOutcome:
+    """Explain (unless plain PPO), refine with the chosen method, evaluate before and after."""
+    method = check_method(settings.method)
+    validate_env_id(settings.env_id)
+    agent = load_agent(settings.agent)
+    check_agent_spaces(agent.observation_space, agent.action_space, settings.env_id)
+    write_text_atomic(run_dir / "config.yaml", settings_to_yaml(settings))
+    if method == "ppo":
+        # Continued PPO needs no LLM: same budget, same seed, no guidance.
+        states: list[CriticalState] = []
+        table = None
+        usage = UsageLedger().to_dict()
+        before = evaluate_agent(agent, settings.env_id, settings.eval_episodes, settings.seed + EVAL_SEED_OFFSET)
+        write_explanations(states, run_dir / "explanations.jsonl")
+        write_json(run_dir / "llm_usage.json", usage)
+        write_json(run_dir / "manifest.json", manifest(settings.seed, None))
+    else:
+        outcome = explain_agent(settings, run_dir, agent, progress_name="explain_progress.csv")
+        states, table, usage, before = outcome.states, outcome.table, outcome.usage, outcome.before
+
+    refiner = Refiner(
+        settings.agent, settings.env_id, method=method, guidance=table, modulation=settings.modulation,
+        seed=settings.seed, log_dir=run_dir,
+    )
+    console.print(f"refining with {method} for {settings.timesteps} steps ...")
+    start = time.perf_counter()
+    refiner.refine(settings.timesteps, progress_bar=progress_bar)
+    wall = time.perf_counter() - start
+    refiner.save(run_dir / "model.zip")
+    modulation = refiner.modulation_totals
+    if method != "ppo" and modulation["matched"] == 0:
+        console.print(
+            "[yellow]warning[/]: the guidance table never matched a state during refinement, so guidance had no "
+            "effect; raise --epsilon-quantile or --epsilon"
+        )
+    after = evaluate_agent(refiner.model, settings.env_id, settings.eval_episodes, settings.seed + EVAL_SEED_OFFSET)
+    write_json(run_dir / "eval.json", {"before": before.to_dict(), "after": after.to_dict(), "method": method})
+    write_json(
+        run_dir / "refine_summary.json",
+        {"method": method, "timesteps": settings.timesteps, "wall_time_s": wall,
+         "steps_per_second": settings.timesteps / wall, "modulation": modulation},
+    )
+    _write_curve(run_dir / "episodes.csv", refiner.true_returns.episodes)
+    write_report(
+        run_dir / "report.md", f"ultrarl refine: {method} on {settings.env_id}",
+        {"before": before, f"after {method}": after}, states, usage, modulation if method != "ppo" else None,
+    )
+    return RefineOutcome(refiner, before, after, states, usage, modulation, wall, settings.timesteps / wall)
+
+
+def _write_curve(path: Path, episodes: list[tuple[int, float, int]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["timestep", "episodic_return", "episode_length"])
+        writer.writerows(episodes)
+
+
+def run_explain(settings: ExplainSettings, run_dir: Path) -> ExplainOutcome:
+    """``ultrarl explain``: the explain stage alone, with its own eval.json (before only)."""
+    write_text_atomic(run_dir / "config.yaml", settings_to_yaml(settings))
+    outcome = explain_agent(settings, run_dir)
+    write_json(run_dir / "eval.json", {"before": outcome.before.to_dict(), "after": None})
+    write_report(
+        run_dir / "report.md", f"ultrarl explain: {settings.env_id}", {"agent": outcome.before},
+        outcome.states, outcome.usage, None,
+    )
+    return outcome

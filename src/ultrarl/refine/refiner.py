@@ -1,0 +1,148 @@
+"""The public refinement API, in the shape of Stable-Baselines3::
+
+    refiner = Refiner("agent.zip", "Hopper-v5", method="ultra-ra", guidance=table, seed=0)
+    refiner.refine(total_timesteps=50_000, progress_bar=True)
+    refiner.save("refined.zip")
+    refined = Refiner.load("refined.zip", "Hopper-v5")
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+from typing import Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
+from stable_baselines3.common.logger import configure
+
+from ultrarl.envs.factory import check_agent_spaces, make_vec_env
+from ultrarl.errors import UltraRLError
+from ultrarl.guidance.table import GuidanceTable
+from ultrarl.refine.callbacks import TrueReturnLogger
+from ultrarl.refine.guided_ppo import GuidedPPO, Modulation
+
+Method = Literal["ultra-a", "ultra-r", "ultra-ra", "ppo"]
+METHODS: tuple[str, ...] = get_args(Method)
+
+
+class ModulationConfig(BaseModel):
+    """ULTRA's knobs (METHOD.md step 6); every default is a documented choice."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    override_prob: float = Field(1.0, ge=0.0, le=1.0, description="probability of executing the suggested action")
+    anneal_override: bool = Field(True, description="anneal the override probability linearly to 0")
+    beta: float = Field(0.5, ge=0.0, description="implicit-reward weight, relative to mean |r| per step")
+
+
+def check_method(method: str) -> Method:
+    if method not in METHODS:
+        raise UltraRLError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
+    return method  # type: ignore[return-value]
+
+
+def load_agent(path: str | Path, cls: type[PPO] = PPO, **kwargs: object) -> PPO:
+    """Load an SB3 PPO zip, turning every way it can be broken into one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise UltraRLError(f"agent file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise UltraRLError(f"agent file {path} is empty")
+    if not zipfile.is_zipfile(path):
+        raise UltraRLError(f"agent file {path} is not an SB3 model zip")
+    try:
+        return cls.load(path, device="cpu", **kwargs)  # type: ignore[arg-type]
+    except UltraRLError:
+        raise
+    except Exception as exc:  # SB3 raises many kinds for a wrong or damaged zip
+        raise UltraRLError(f"cannot load agent {path} as an SB3 PPO model: {type(exc).__name__}: {exc}") from exc
+
+
+class Refiner:
+    """Refines a sub-optimal PPO agent with one of ULTRA's variants or plain continued PPO."""
+
+    def __init__(
+        self,
+        agent: PPO | str | Path,
+        env_id: str,
+        method: str = "ultra-ra",
+        guidance: GuidanceTable | None = None,
+        modulation: ModulationConfig | None = None,
+        seed: int = 0,
+        n_envs: int = 1,
+        log_dir: str | Path | None = None,
+    ) -> None:
+        self.method = check_method(method)
+        self.env_id = env_id
+        self.seed = seed
+        if self.method != "ppo" and guidance is None:
+            raise UltraRLError(f"method {self.method} needs a guidance table (run explain first)")
+        self.guidance = guidance
+        self.modulation_config = modulation or ModulationConfig()
+        self.env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+        # Continue from the agent's weights, hyperparameters and optimiser state: loading the
+        # zip as the refinement class keeps all three (an in-memory agent goes through a buffer).
+        cls = PPO if self.method == "ppo" else GuidedPPO
+        if isinstance(agent, PPO):
+            check_agent_spaces(agent.observation_space, agent.action_space, env_id)
+            buffer = io.BytesIO()
+            agent.save(buffer)
+            buffer.seek(0)
+            self.model: PPO = cls.load(buffer, env=self.env, device="cpu")
+        else:
+            probe = load_agent(agent)
+            check_agent_spaces(probe.observation_space, probe.action_space, env_id)
+            self.model = load_agent(agent, cls, env=self.env)
+        self.model.set_random_seed(seed)
+        if isinstance(self.model, GuidedPPO):
+            self.model.set_modulation(self._modulation(), seed=seed)
+        self.true_returns = TrueReturnLogger()
+        if log_dir is not None:
+            self.model.set_logger(configure(str(log_dir), ["csv", "tensorboard"]))
+
+    def _modulation(self) -> Modulation:
+        assert self.guidance is not None
+        cfg = self.modulation_config
+        return Modulation(
+            table=self.guidance,
+            override_actions=self.method in ("ultra-a", "ultra-ra"),
+            shape_rewards=self.method in ("ultra-r", "ultra-ra"),
+            override_prob=cfg.override_prob,
+            anneal_override=cfg.anneal_override,
+            beta=cfg.beta,
+        )
+
+    def refine(
+        self, total_timesteps: int, progress_bar: bool = False, callback: BaseCallback | None = None
+    ) -> "Refiner":
+        if total_timesteps <= 0:
+            raise UltraRLError(f"total_timesteps must be positive, got {total_timesteps}")
+        callbacks: list[BaseCallback] = [self.true_returns] + ([callback] if callback else [])
+        self.model.learn(
+            total_timesteps=total_timesteps,
+            callback=CallbackList(callbacks),
+            progress_bar=progress_bar,
+            reset_num_timesteps=True,
+        )
+        return self
+
+    @property
+    def modulation_totals(self) -> dict[str, float]:
+        """Whole-run match and override counts (zeros for plain PPO)."""
+        if not isinstance(self.model, GuidedPPO) or self.model.modulation is None:
+            return {"steps": 0, "matched": 0, "overridden": 0, "match_rate": 0.0, "override_rate": 0.0}
+        total = dict(self.model.modulation_stats.total)
+        steps = max(total["steps"], 1)
+        return {**total, "match_rate": total["matched"] / steps, "override_rate": total["overridden"] / steps}
+
+    def save(self, path: str | Path) -> None:
+        """The refined policy as a plain SB3 PPO zip: loadable with ``PPO.load`` anywhere."""
+        self.model.save(path)
+
+    @classmethod
+    def load(cls, path: str | Path, env_id: str, seed: int = 0) -> "Refiner":
+        """A refiner around a saved model, to evaluate it or to continue with plain PPO."""
+        return cls(path, env_id, method="ppo", seed=seed)

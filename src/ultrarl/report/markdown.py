@@ -1,0 +1,61 @@
+"""A small Markdown report in the run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ultrarl.evaluate.evaluation import EvalResult
+from ultrarl.explain.explainer import CriticalState
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def write_report(
+    path: Path,
+    title: str,
+    evaluations: dict[str, EvalResult],
+    states: list[CriticalState],
+    usage: dict[str, Any] | None,
+    modulation: dict[str, float] | None,
+    notes: list[str] | None = None,
+) -> None:
+    lines = [f"# {title}", ""]
+    if evaluations:
+        lines += ["## True return (no guidance)", "", "| agent | mean | std | episodes |", "|---|---:|---:|---:|"]
+        lines += [f"| {n} | {r.mean:.1f} | {r.std:.1f} | {r.episodes} |" for n, r in evaluations.items()]
+        lines.append("")
+    if modulation is not None:
+        lines += [
+            "## Modulation during refinement",
+            "",
+            f"- steps: {int(modulation['steps'])}, matched: {int(modulation['matched'])} "
+            f"(match rate {modulation['match_rate']:.3%}), overridden: {int(modulation['overridden'])} "
+            f"(override rate {modulation['override_rate']:.3%})",
+            "",
+        ]
+    if usage is not None:
+        lines += [
+            "## LLM usage",
+            "",
+            f"- calls {usage['calls']}, cache hits {usage['cache_hits']}, prompt tokens {usage['prompt_tokens']}, "
+            f"completion tokens {usage['completion_tokens']}, failures {usage['failures']}",
+            "",
+        ]
+    lines += [f"- {note}" for note in notes or []]
+    if notes:
+        lines.append("")
+    lines += [
+        "## Critical states",
+        "",
+        "| episode | step | state | agent action | suggested action | implicit reward | reason |",
+        "|---:|---:|---|---|---|---:|---|",
+    ]
+    lines += [
+        f"| {s.episode} | {s.step} | {_cell(s.state_text)} | {_cell(s.agent_action_text)} | "
+        f"{_cell(s.suggested_action_text)} | {s.implicit_reward:+.2f} | {_cell(s.rationale)} |"
+        for s in states
+    ]
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the user's LLM cache.
+os.environ.setdefault("ULTRARL_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "llm"))
+
+
+@pytest.fixture(scope="session")
+def cartpole_agent_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real (barely trained) SB3 PPO zip on disk, shared by the tests."""
+    from ultrarl.pipeline import pretrain
+
+    path = tmp_path_factory.mktemp("agents") / "cartpole.zip"
+    pretrain("CartPole-v1", 512, 0, path, progress_bar=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def pendulum_agent_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from ultrarl.pipeline import pretrain
+
+    path = tmp_path_factory.mktemp("agents") / "pendulum.zip"
+    pretrain("Pendulum-v1", 256, 0, path, progress_bar=False)
+    return path

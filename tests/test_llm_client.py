@@ -1,0 +1,100 @@
+"""Control flow of the LLM client (a test double stands in for the model here)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ultrarl.errors import UltraRLError
+from ultrarl.llm.backend import ChatResult
+from ultrarl.llm.cache import ResponseCache
+from ultrarl.llm.client import InvalidAnswer, LLMClient, extract_json
+from ultrarl.llm.factory import parse_llm_spec
+
+
+class ScriptedBackend:
+    name = "scripted"
+    model = "script-1"
+    max_concurrency = 1
+
+    def __init__(self, replies: list[str]) -> None:
+        self.replies = list(replies)
+        self.requests: list[list[dict[str, str]]] = []
+
+    def chat(self, messages, schema, max_tokens, temperature, seed):  # type: ignore[no-untyped-def]
+        self.requests.append(messages)
+        return ChatResult(self.replies.pop(0), prompt_tokens=10, completion_tokens=5, latency_s=0.01)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+
+def needs_answer(value: Any) -> int:
+    if not isinstance(value, dict) or not isinstance(value.get("answer"), int):
+        raise InvalidAnswer('"answer" must be an integer')
+    return value["answer"]
+
+
+MESSAGES = [{"role": "user", "content": "question"}]
+
+
+def test_extract_json_from_prose_and_fences() -> None:
+    assert extract_json('Sure! ```json\n{"a": [1, 2]}\n``` done') == {"a": [1, 2]}
+    with pytest.raises(InvalidAnswer):
+        extract_json("no json here")
+    with pytest.raises(InvalidAnswer):
+        extract_json('{"a": [1, 2')
+
+
+def test_cached_answer_costs_no_call(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path)
+    first = LLMClient(ScriptedBackend(['{"answer": 4}']), cache)
+    assert first.ask_json(MESSAGES, None, needs_answer, "v1") == 4
+    backend = ScriptedBackend([])
+    second = LLMClient(backend, cache)
+    assert second.ask_json(MESSAGES, None, needs_answer, "v1") == 4
+    assert backend.requests == [] and second.ledger.cache_hits == 1 and second.ledger.calls == 0
+    # A different template version is a different question.
+    third = LLMClient(ScriptedBackend(['{"answer": 5}']), cache)
+    assert third.ask_json(MESSAGES, None, needs_answer, "v2") == 5
+
+
+def test_invalid_answer_is_reasked_once_with_the_error(tmp_path: Path) -> None:
+    backend = ScriptedBackend(['{"answer": "four"}', '{"answer": 4}'])
+    client = LLMClient(backend, ResponseCache(tmp_path))
+    assert client.ask_json(MESSAGES, None, needs_answer, "v1") == 4
+    assert client.ledger.reasks == 1 and client.ledger.parse_failures == 1 and client.ledger.calls == 2
+    assert "rejected" in backend.requests[1][-1]["content"]
+
+
+def test_failure_after_reasks_is_counted_not_raised_and_not_cached(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path)
+    client = LLMClient(ScriptedBackend(["garbage", '{"answer": null}']), cache)
+    assert client.ask_json(MESSAGES, None, needs_answer, "v1") is None
+    assert client.ledger.to_dict()["failed_episodes"] == 1
+    assert client.ledger.to_dict()["failures"] == 1
+    assert cache.get(client.key_for(MESSAGES, None, "v1")) is None
+
+
+def test_cache_values_are_json(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path)
+    cache.put("k", {"x": [1, 2.5, "s"]})
+    import sqlite3
+
+    raw = sqlite3.connect(cache.path).execute("SELECT value FROM responses").fetchone()[0]
+    assert json.loads(raw) == {"x": [1, 2.5, "s"]}
+
+
+@pytest.mark.parametrize("spec", ["gpt", "local:llama70b", "openai:", "vllm:x", ""])
+def test_bad_llm_spec_is_a_user_error(spec: str) -> None:
+    with pytest.raises(UltraRLError):
+        parse_llm_spec(spec)
+
+
+def test_llm_specs() -> None:
+    assert parse_llm_spec("local") == ("local", "smollm2")
+    assert parse_llm_spec("local:gemma3") == ("local", "gemma3")
+    assert parse_llm_spec("openai:gpt-4o-mini") == ("openai", "gpt-4o-mini")
