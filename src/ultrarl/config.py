@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ultrarl.errors import UltraRLError
 from ultrarl.refine.refiner import ModulationConfig
@@ -34,6 +34,17 @@ class ExplainSettings(BaseModel):
     epsilon: float | None = Field(None, gt=0, description="match radius; None calibrates it")
     epsilon_quantile: float = Field(0.9, gt=0, le=1, description="quantile of consecutive-state distances")
     eval_episodes: int = Field(10, gt=0)
+
+    @field_validator("llm")
+    @classmethod
+    def _known_llm(cls, value: str) -> str:
+        from ultrarl.llm.factory import parse_llm_spec
+
+        try:
+            parse_llm_spec(value)
+        except UltraRLError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
 
 
 class RefineSettings(ExplainSettings):
@@ -63,4 +74,5 @@ def build_settings(cls: type[BaseModel], values: dict[str, Any]) -> BaseModel:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "config"
-        raise UltraRLError(f"invalid setting {where}: {first['msg']}") from exc
+        message = first["msg"].removeprefix("Value error, ")
+        raise UltraRLError(f"invalid setting {where}: {message}") from exc

@@ -141,7 +141,6 @@ def refine_agent(settings: RefineSettings, run_dir: Path, progress_bar: bool = T
     validate_env_id(settings.env_id)
     agent = load_agent(settings.agent)
     check_agent_spaces(agent.observation_space, agent.action_space, settings.env_id)
-    write_text_atomic(run_dir / "config.yaml", settings_to_yaml(settings))
     if method == "ppo":
         # Continued PPO needs no LLM: same budget, same seed, no guidance.
         states: list[CriticalState] = []
@@ -182,6 +181,8 @@ def refine_agent(settings: RefineSettings, run_dir: Path, progress_bar: bool = T
         run_dir / "report.md", f"ultrarl refine: {method} on {settings.env_id}",
         {"before": before, f"after {method}": after}, states, usage, modulation if method != "ppo" else None,
     )
+    # config.yaml last: it marks a finished run (a directory holding one is not reused by accident).
+    write_text_atomic(run_dir / "config.yaml", settings_to_yaml(settings))
     return RefineOutcome(refiner, before, after, states, usage, modulation, wall, settings.timesteps / wall)
 
 
@@ -194,11 +195,11 @@ def _write_curve(path: Path, episodes: list[tuple[int, float, int]]) -> None:
 
 def run_explain(settings: ExplainSettings, run_dir: Path) -> ExplainOutcome:
     """``ultrarl explain``: the explain stage alone, with its own eval.json (before only)."""
-    write_text_atomic(run_dir / "config.yaml", settings_to_yaml(settings))
     outcome = explain_agent(settings, run_dir)
     write_json(run_dir / "eval.json", {"before": outcome.before.to_dict(), "after": None})
     write_report(
         run_dir / "report.md", f"ultrarl explain: {settings.env_id}", {"agent": outcome.before},
         outcome.states, outcome.usage, None,
     )
+    write_text_atomic(run_dir / "config.yaml", settings_to_yaml(settings))  # last: marks a finished run
     return outcome
