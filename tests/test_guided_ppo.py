@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from ultrarl.envs.factory import make_vec_env
@@ -54,6 +55,7 @@ def _table(env_id: str, suggested: np.ndarray, radius: float, reward: float = 0.
 def _collect(env_id: str, table: GuidanceTable, override: bool, shape: bool, n_envs: int = 2):
     env = RecordingVecEnv(make_vec_env(env_id, n_envs=n_envs, seed=0))
     model = GuidedPPO("MlpPolicy", env, n_steps=64, batch_size=32, seed=0, device="cpu")
+    model.set_logger(Logger(None, []))
     model.set_modulation(
         Modulation(table, override_actions=override, shape_rewards=shape, override_prob=1.0, anneal_override=False)
     )

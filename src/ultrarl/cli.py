@@ -22,6 +22,10 @@ def _add_llm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-base-url", default=None, help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1")
     p.add_argument("--cache-dir", default=None, help="LLM response cache (default $ULTRARL_CACHE_DIR or ~/.cache/ultrarl)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the LLM response cache")
+    p.add_argument("--llm-api-key-env", default=None, help="environment variable holding the API key")
+    p.add_argument("--llm-concurrency", type=int, default=None, help="parallel requests to a server (default 4)")
+    p.add_argument("--llm-max-calls", type=int, default=None, help="stop querying after this many calls")
+    p.add_argument("--llm-max-total-tokens", type=int, default=None, help="stop querying after this many tokens")
 
 
 def _add_explain_options(p: argparse.ArgumentParser) -> None:
@@ -77,6 +81,10 @@ def _settings_values(args: argparse.Namespace) -> dict[str, Any]:
         "llm": args.llm, "llm_base_url": args.llm_base_url, "cache_dir": args.cache_dir,
         "token_budget": args.token_budget, "critical_steps": args.critical_steps,
         "eval_episodes": args.eval_episodes,
+        "llm_api_key_env": getattr(args, "llm_api_key_env", None),
+        "llm_concurrency": getattr(args, "llm_concurrency", None),
+        "llm_max_calls": getattr(args, "llm_max_calls", None),
+        "llm_max_total_tokens": getattr(args, "llm_max_total_tokens", None),
         "method": getattr(args, "method", None), "timesteps": getattr(args, "timesteps", None),
     }
     values = {k: v for k, v in mapping.items() if v is not None}

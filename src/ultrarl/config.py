@@ -26,7 +26,13 @@ class ExplainSettings(BaseModel):
     llm: str = "local"
     llm_base_url: str | None = None
     llm_api_key_env: str = "OPENAI_API_KEY"
-    llm_max_tokens: int = Field(400, gt=0)
+    llm_max_tokens: int = Field(400, gt=0, description="completion tokens per answer")
+    llm_concurrency: int = Field(4, gt=0, description="parallel requests to a server (the local model runs one)")
+    llm_max_retries: int = Field(3, ge=0, description="retries of timeouts, 429 and 5xx, with backoff and jitter")
+    llm_timeout_s: float = Field(120.0, gt=0)
+    llm_max_reasks: int = Field(1, ge=0, description="re-asks quoting the validation error")
+    llm_max_calls: int | None = Field(None, gt=0, description="budget cap: LLM calls per run")
+    llm_max_total_tokens: int | None = Field(None, gt=0, description="budget cap: tokens per run")
     cache_dir: str | None = None
     use_cache: bool = True
     critical_steps: int = Field(3, gt=0, description="k, critical steps per episode")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stable_baselines3 import PPO
+from stable_baselines3.common.logger import Logger
 
 from ultrarl.config import ExplainSettings, RefineSettings, settings_to_yaml
 from ultrarl.envs.factory import check_agent_spaces, make_vec_env, validate_env_id
@@ -36,6 +37,7 @@ def pretrain(env_id: str, timesteps: int, seed: int, out: Path, progress_bar: bo
         raise UltraRLError(f"--timesteps must be positive, got {timesteps}")
     env = make_vec_env(env_id, n_envs=1, seed=seed)
     agent = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
+    agent.set_logger(Logger(None, []))  # SB3's default logger would create a folder in /tmp
     agent.learn(total_timesteps=timesteps, progress_bar=progress_bar)
     out.parent.mkdir(parents=True, exist_ok=True)
     agent.save(out)
@@ -75,6 +77,12 @@ def explain_agent(
         use_cache=settings.use_cache,
         max_tokens=settings.llm_max_tokens,
         seed=settings.seed,
+        concurrency=settings.llm_concurrency,
+        max_retries=settings.llm_max_retries,
+        timeout_s=settings.llm_timeout_s,
+        max_reasks=settings.llm_max_reasks,
+        max_calls=settings.llm_max_calls,
+        max_total_tokens=settings.llm_max_total_tokens,
     )
     before = evaluate_agent(agent, settings.env_id, settings.eval_episodes, settings.seed + EVAL_SEED_OFFSET)
     console.print(f"[bold]agent before refinement[/]: {before.summary()}")
@@ -104,7 +112,11 @@ def explain_agent(
         )
 
     console.print(f"asking the LLM ({llm.spec}) for critical states ...")
+    llm_start = time.perf_counter()
     states = explainer.explain(trajectories, on_episode=on_episode)
+    llm.ledger.add_wall_time(time.perf_counter() - llm_start)
+    if llm.budget_message:
+        console.print(f"[yellow]note[/]: {llm.budget_message}")
     table = GuidanceTable.from_explanations(
         states, trajectories, epsilon=settings.epsilon, epsilon_quantile=settings.epsilon_quantile
     )
@@ -158,6 +170,10 @@ def refine_agent(settings: RefineSettings, run_dir: Path, progress_bar: bool = T
         settings.agent, settings.env_id, method=method, guidance=table, modulation=settings.modulation,
         seed=settings.seed, log_dir=run_dir,
     )
+    # The LLM's cost goes to the run's metrics too (first row of progress.csv, TensorBoard).
+    for name in ("calls", "cache_hits", "parse_failures", "failures", "retries", "prompt_tokens",
+                 "completion_tokens", "latency_s_p50", "latency_s_p95", "wall_time_s"):
+        refiner.model.logger.record(f"llm/{name}", usage[name])
     console.print(f"refining with {method} for {settings.timesteps} steps ...")
     start = time.perf_counter()
     refiner.refine(settings.timesteps, progress_bar=progress_bar)

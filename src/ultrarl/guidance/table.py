@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +34,17 @@ class GuidanceTable:
     def normalise(self, obs: np.ndarray) -> np.ndarray:
         return (np.asarray(obs, dtype=np.float64) - self.obs_mean) / self.obs_std
 
+    @cached_property
+    def _normalised_keys(self) -> np.ndarray:
+        # Matching runs at every environment step: normalise the table once.
+        return self.normalise(self.observations)
+
     def match(self, obs: np.ndarray) -> np.ndarray:
         """Index of the nearest table entry within epsilon for each row of ``obs``, else -1."""
         batch = self.normalise(np.asarray(obs).reshape(len(obs), -1))
         if len(self) == 0:
             return np.full(len(batch), -1, dtype=np.int64)
-        keys = self.normalise(self.observations)
-        distances = np.linalg.norm(batch[:, None, :] - keys[None, :, :], axis=-1)
+        distances = np.linalg.norm(batch[:, None, :] - self._normalised_keys[None, :, :], axis=-1)
         nearest = np.argmin(distances, axis=1)
         within = distances[np.arange(len(batch)), nearest] <= self.epsilon
         return np.where(within, nearest, -1)

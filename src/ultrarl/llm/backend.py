@@ -12,6 +12,15 @@ class ChatResult:
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
+    retries: int = 0  # retryable failures before this answer came back
+
+
+class TransientLLMError(Exception):
+    """A retryable failure that outlasted its retries: this question gets no answer, the run goes on."""
+
+    def __init__(self, message: str, retries: int) -> None:
+        super().__init__(message)
+        self.retries = retries
 
 
 Messages = list[dict[str, str]]

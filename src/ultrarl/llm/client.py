@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ultrarl.llm.backend import ChatBackend, Messages
+from ultrarl.llm.backend import ChatBackend, Messages, TransientLLMError
 from ultrarl.llm.cache import ResponseCache, cache_key
 from ultrarl.llm.ledger import UsageLedger
 
@@ -45,6 +45,8 @@ class LLMClient:
         temperature: float = 0.0,
         seed: int = 0,
         max_reasks: int = 1,
+        max_calls: int | None = None,
+        max_total_tokens: int | None = None,
     ) -> None:
         self.backend = backend
         self.cache = cache
@@ -53,6 +55,9 @@ class LLMClient:
         self.temperature = temperature
         self.seed = seed
         self.max_reasks = max_reasks
+        self.max_calls = max_calls
+        self.max_total_tokens = max_total_tokens
+        self.budget_message: str | None = None  # set once the budget cap stops querying
 
     @property
     def spec(self) -> str:
@@ -90,7 +95,15 @@ class LLMClient:
                 return result
         conversation = list(messages)
         for attempt in range(self.max_reasks + 1):
-            reply = self.backend.chat(conversation, schema, self.max_tokens, self.temperature, self.seed + attempt)
+            if self._budget_spent():
+                self.ledger.add(skipped_by_budget=1)
+                return None
+            try:
+                reply = self.backend.chat(conversation, schema, self.max_tokens, self.temperature, self.seed + attempt)
+            except TransientLLMError as exc:
+                self.ledger.add(retries=exc.retries, failed_episodes=1)
+                return None
+            self.ledger.add(retries=reply.retries)
             self.ledger.record_call(reply.prompt_tokens, reply.completion_tokens, reply.latency_s)
             try:
                 value = extract_json(reply.text)
@@ -111,3 +124,14 @@ class LLMClient:
             return result
         self.ledger.add(failed_episodes=1)
         return None
+
+    def _budget_spent(self) -> bool:
+        """True once the optional call or token cap is reached; the run keeps what it has."""
+        ledger = self.ledger
+        if self.max_calls is not None and ledger.calls >= self.max_calls:
+            self.budget_message = f"LLM call budget of {self.max_calls} calls spent; continuing with the guidance so far"
+        elif self.max_total_tokens is not None and ledger.prompt_tokens + ledger.completion_tokens >= self.max_total_tokens:
+            self.budget_message = (
+                f"LLM token budget of {self.max_total_tokens} tokens spent; continuing with the guidance so far"
+            )
+        return self.budget_message is not None

@@ -31,6 +31,12 @@ def make_llm_client(
     use_cache: bool = True,
     max_tokens: int = 400,
     seed: int = 0,
+    concurrency: int = 4,
+    max_retries: int = 3,
+    timeout_s: float = 120.0,
+    max_reasks: int = 1,
+    max_calls: int | None = None,
+    max_total_tokens: int | None = None,
 ) -> LLMClient:
     backend_name, model = parse_llm_spec(spec)
     if backend_name == "local":
@@ -40,6 +46,12 @@ def make_llm_client(
     else:
         from ultrarl.llm.openai_backend import OpenAIBackend
 
-        backend = OpenAIBackend(model, base_url=base_url, api_key_env=api_key_env)  # type: ignore[assignment]
+        backend = OpenAIBackend(  # type: ignore[assignment]
+            model, base_url=base_url, api_key_env=api_key_env, timeout_s=timeout_s, max_retries=max_retries,
+            max_concurrency=concurrency,
+        )
     cache = ResponseCache(cache_dir or default_cache_dir()) if use_cache else None
-    return LLMClient(backend, cache, max_tokens=max_tokens, seed=seed)
+    return LLMClient(
+        backend, cache, max_tokens=max_tokens, seed=seed, max_reasks=max_reasks, max_calls=max_calls,
+        max_total_tokens=max_total_tokens,
+    )

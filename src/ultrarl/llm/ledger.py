@@ -20,7 +20,10 @@ class UsageLedger:
     dropped_fields: int = 0  # critical steps dropped by validation (bad step, action, reward)
     clipped_fields: int = 0  # values clipped into range (continuous actions, rewards)
     reasks: int = 0
+    retries: int = 0  # retryable transport failures (timeouts, 429, 5xx) that were retried
+    skipped_by_budget: int = 0  # questions not asked because the call/token budget was spent
     latencies_s: list[float] = field(default_factory=list)
+    wall_time_s: float = 0.0  # elapsed time of the explanation stage (parallel calls overlap)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, **counts: int) -> None:
@@ -34,6 +37,10 @@ class UsageLedger:
             self.prompt_tokens += prompt_tokens
             self.completion_tokens += completion_tokens
             self.latencies_s.append(latency_s)
+
+    def add_wall_time(self, seconds: float) -> None:
+        with self._lock:
+            self.wall_time_s += seconds
 
     def to_dict(self) -> dict[str, Any]:
         lat = np.asarray(self.latencies_s) if self.latencies_s else np.zeros(1)
@@ -49,6 +56,9 @@ class UsageLedger:
             "dropped_fields": self.dropped_fields,
             "clipped_fields": self.clipped_fields,
             "reasks": self.reasks,
+            "retries": self.retries,
+            "skipped_by_budget": self.skipped_by_budget,
+            "wall_time_s": self.wall_time_s,
             "latency_s_total": float(np.sum(self.latencies_s)),
             "latency_s_p50": float(np.percentile(lat, 50)),
             "latency_s_p95": float(np.percentile(lat, 95)),

@@ -16,7 +16,7 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, configure
 
 from ultrarl.envs.factory import check_agent_spaces, make_vec_env
 from ultrarl.errors import UltraRLError
@@ -100,8 +100,8 @@ class Refiner:
         if isinstance(self.model, GuidedPPO):
             self.model.set_modulation(self._modulation(), seed=seed)
         self.true_returns = TrueReturnLogger()
-        if log_dir is not None:
-            self.model.set_logger(configure(str(log_dir), ["csv", "tensorboard"]))
+        # Without a log directory, log nowhere (SB3's default would create a folder in /tmp).
+        self.model.set_logger(configure(str(log_dir), ["csv", "tensorboard"]) if log_dir else Logger(None, []))
 
     def _modulation(self) -> Modulation:
         assert self.guidance is not None
