@@ -13,6 +13,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from ultrarl.envs.rollout import Trajectory
+from ultrarl.errors import LLMUnavailableError
 from ultrarl.explain.prompts import PROMPT_VERSION, EpisodePrompt, build_episode_prompt, return_so_far
 from ultrarl.explain.validation import ValidatedAnswer, validate_answer
 from ultrarl.interpret.describer import StateDescriber
@@ -46,6 +47,7 @@ class Explainer:
         self.k = k
         self.token_budget = token_budget
         self.cache_keys: dict[int, str] = {}  # episode -> LLM cache key, for the run's manifest
+        self._fatal: LLMUnavailableError | None = None  # once set, no further question is sent
 
     def prompt_for(self, trajectory: Trajectory) -> EpisodePrompt:
         return build_episode_prompt(trajectory, self.describer, self.llm.count_tokens, self.k, self.token_budget)
@@ -59,7 +61,13 @@ class Explainer:
                 value, trajectory.length, self.describer.action_space, self.describer.spec.action_names, self.k
             )
 
-        answer = self.llm.ask_json(prompt.messages, prompt.schema, validate, PROMPT_VERSION)
+        if self._fatal is not None:
+            raise self._fatal
+        try:
+            answer = self.llm.ask_json(prompt.messages, prompt.schema, validate, PROMPT_VERSION)
+        except LLMUnavailableError as exc:
+            self._fatal = exc
+            raise
         if answer is None:
             return []
         self.llm.ledger.add(dropped_fields=answer.dropped, clipped_fields=answer.clipped)
@@ -89,11 +97,16 @@ class Explainer:
         results: dict[int, list[CriticalState]] = {}
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = {pool.submit(self.explain_episode, t): t.episode for t in trajectories}
-            for future in futures:  # in submission order, so progress and output are stable
-                episode = futures[future]
-                results[episode] = future.result()
-                if on_episode is not None:
-                    on_episode(episode, results[episode])
+            try:
+                for future in futures:  # in submission order, so progress and output are stable
+                    episode = futures[future]
+                    results[episode] = future.result()
+                    if on_episode is not None:
+                        on_episode(episode, results[episode])
+            except BaseException:
+                # A fatal LLM error (bad credentials, unreachable server): ask nothing more.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
         return [state for t in trajectories for state in results[t.episode]]
 
 

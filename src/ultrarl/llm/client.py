@@ -9,6 +9,7 @@ exactly and never replays a bad answer.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -58,6 +59,8 @@ class LLMClient:
         self.max_calls = max_calls
         self.max_total_tokens = max_total_tokens
         self.budget_message: str | None = None  # set once the budget cap stops querying
+        self._calls_started = 0  # calls sent or in flight: parallel workers must not overshoot the cap
+        self._budget_lock = threading.Lock()
 
     @property
     def spec(self) -> str:
@@ -95,7 +98,7 @@ class LLMClient:
                 return result
         conversation = list(messages)
         for attempt in range(self.max_reasks + 1):
-            if self._budget_spent():
+            if not self._reserve_call():
                 self.ledger.add(skipped_by_budget=1)
                 return None
             try:
@@ -125,13 +128,21 @@ class LLMClient:
         self.ledger.add(failed_episodes=1)
         return None
 
-    def _budget_spent(self) -> bool:
-        """True once the optional call or token cap is reached; the run keeps what it has."""
+    def _reserve_call(self) -> bool:
+        """Take one call from the optional budget; False once the call or token cap is reached
+        (tokens are known only after a call, so the token cap can be passed by the calls in flight)."""
         ledger = self.ledger
-        if self.max_calls is not None and ledger.calls >= self.max_calls:
-            self.budget_message = f"LLM call budget of {self.max_calls} calls spent; continuing with the guidance so far"
-        elif self.max_total_tokens is not None and ledger.prompt_tokens + ledger.completion_tokens >= self.max_total_tokens:
-            self.budget_message = (
-                f"LLM token budget of {self.max_total_tokens} tokens spent; continuing with the guidance so far"
-            )
-        return self.budget_message is not None
+        with self._budget_lock:
+            if self.max_calls is not None and self._calls_started >= self.max_calls:
+                self.budget_message = f"LLM call budget of {self.max_calls} calls spent; continuing with the guidance so far"
+            elif (
+                self.max_total_tokens is not None
+                and ledger.prompt_tokens + ledger.completion_tokens >= self.max_total_tokens
+            ):
+                self.budget_message = (
+                    f"LLM token budget of {self.max_total_tokens} tokens spent; continuing with the guidance so far"
+                )
+            if self.budget_message is not None:
+                return False
+            self._calls_started += 1
+            return True

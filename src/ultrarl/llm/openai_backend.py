@@ -22,8 +22,9 @@ from typing import Any
 from ultrarl.errors import LLMUnavailableError
 from ultrarl.llm.backend import ChatResult, Messages, TransientLLMError
 
-# The structured-output cascade: the strongest format the server accepts is remembered.
-_FORMATS = ("json_schema", "json_object", "text")
+# The structured-output cascade, strongest first; the one the server accepts is remembered.
+# "json_object+schema" is llama-cpp-python's server extension (the schema becomes a grammar).
+_FORMATS = ("json_schema", "json_object+schema", "json_object", "text")
 
 
 class OpenAIBackend:
@@ -76,6 +77,8 @@ class OpenAIBackend:
                     "type": "json_schema",
                     "json_schema": {"name": "explanation", "schema": schema, "strict": False},
                 }
+            elif fmt == "json_object+schema":
+                kwargs["response_format"] = {"type": "json_object", "schema": schema}
             elif fmt == "json_object":
                 kwargs["response_format"] = {"type": "json_object"}
             try:
@@ -83,10 +86,17 @@ class OpenAIBackend:
                     model=self.model, messages=messages, max_tokens=max_tokens,  # type: ignore[arg-type]
                     temperature=temperature, seed=seed, **kwargs,
                 )
-            except openai.BadRequestError as exc:
-                if fmt != "text" and self._format_index < len(_FORMATS) - 1:
-                    self._format_index += 1  # the server refused this response format: step down
+            except (openai.BadRequestError, openai.UnprocessableEntityError, openai.InternalServerError) as exc:
+                # Servers refuse an unknown response format with 400, 422, or (llama-cpp-python) a
+                # 500 that names the field: step down the cascade. Other 5xx are retried by chat().
+                refused_format = fmt != "text" and (
+                    not isinstance(exc, openai.InternalServerError) or "response_format" in str(exc)
+                )
+                if refused_format and self._format_index < len(_FORMATS) - 1:
+                    self._format_index += 1
                     continue
+                if isinstance(exc, openai.InternalServerError):
+                    raise
                 raise LLMUnavailableError(
                     f"LLM server at {self._where()} rejected the request: {self._redact(exc.message)}"
                 ) from exc
