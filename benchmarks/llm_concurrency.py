@@ -1,0 +1,75 @@
+"""Wall time of `ultrarl explain` through llama.cpp's OpenAI-compatible server with the embedded
+model, at concurrency 1 and 4, side by side in one run (no cache). Prints one JSON object.
+
+    .venv/bin/python benchmarks/llm_concurrency.py [--episodes 8] [--env CartPole-v1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from ultrarl.cli import main as ultrarl_main
+from ultrarl.llm.local_backend import local_model_path
+from ultrarl.pipeline import pretrain
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--env", default="CartPole-v1")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="ultrarl-bench-"))
+    agent = work / "agent.zip"
+    pretrain(args.env, 2048, 0, agent, progress_bar=False)
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(local_model_path("smollm2")), "--host",
+         "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--model_alias", "smollm2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.5)
+        results = {}
+        for concurrency in (1, 4):
+            run_dir = work / f"c{concurrency}"
+            start = time.perf_counter()
+            code = ultrarl_main([
+                "explain", args.env, "--agent", str(agent), "--episodes", str(args.episodes), "--eval-episodes", "1",
+                "--token-budget", "1000", "--llm", "openai:smollm2", "--llm-base-url", url, "--no-cache",
+                "--llm-concurrency", str(concurrency), "--run-dir", str(run_dir),
+            ])
+            usage = json.loads((run_dir / "llm_usage.json").read_text())
+            results[f"concurrency_{concurrency}"] = {
+                "exit_code": code, "command_wall_s": time.perf_counter() - start,
+                "llm_wall_s": usage["wall_time_s"], "calls": usage["calls"],
+                "prompt_tokens": usage["prompt_tokens"], "completion_tokens": usage["completion_tokens"],
+            }
+        results["llm_wall_ratio_4_over_1"] = results["concurrency_4"]["llm_wall_s"] / results["concurrency_1"]["llm_wall_s"]
+        print(json.dumps(results, indent=2))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
