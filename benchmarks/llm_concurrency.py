@@ -8,23 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from ultrarl.cli import main as ultrarl_main
-from ultrarl.llm.local_backend import local_model_path
+from ultrarl.llm.local_server import local_llama_server
 from ultrarl.pipeline import pretrain
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def main() -> None:
@@ -35,20 +25,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="ultrarl-bench-"))
     agent = work / "agent.zip"
     pretrain(args.env, 2048, 0, agent, progress_bar=False)
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(local_model_path("smollm2")), "--host",
-         "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--model_alias", "smollm2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
+    with local_llama_server("smollm2") as url:
         results = {}
         for concurrency in (1, 4):
             run_dir = work / f"c{concurrency}"
@@ -66,9 +43,6 @@ def main() -> None:
             }
         results["llm_wall_ratio_4_over_1"] = results["concurrency_4"]["llm_wall_s"] / results["concurrency_1"]["llm_wall_s"]
         print(json.dumps(results, indent=2))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":

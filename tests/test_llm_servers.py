@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -204,39 +201,13 @@ def test_key_never_reaches_run_dir(case_dir, server_factory, capsys) -> None:  #
             assert FAKE_KEY.encode() not in path.read_bytes(), path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def llama_server() -> Iterator[str]:
     """llama-cpp-python's own OpenAI-compatible server with the embedded model."""
-    import urllib.request
+    from ultrarl.llm.local_server import local_llama_server
 
-    from ultrarl.llm.local_backend import local_model_path
-
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(local_model_path("smollm2")), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "4096", "--model_alias", "smollm2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    pytest.fail("llama.cpp server exited")
-                time.sleep(0.5)
+    with local_llama_server("smollm2") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_explain_through_real_llama_cpp_server(tmp_path: Path, cartpole_agent_path: Path, llama_server: str) -> None:
