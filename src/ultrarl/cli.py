@@ -31,7 +31,7 @@ def _add_llm_options(p: argparse.ArgumentParser) -> None:
 def _add_explain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("env_id")
     p.add_argument("--agent", required=True, help="SB3 PPO model zip")
-    p.add_argument("--run-dir", required=True)
+    p.add_argument("--run-dir", default=None, help="where the run is written (required unless --dry-run)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--episodes", type=int, default=None)
     p.add_argument("--config", type=Path, default=None, help="YAML settings; command-line values win")
@@ -39,6 +39,8 @@ def _add_explain_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-budget", type=int, default=None)
     p.add_argument("--critical-steps", type=int, default=None)
     p.add_argument("--eval-episodes", type=int, default=None)
+    p.add_argument("--save-frames", action="store_true", help="save a picture of each critical state")
+    p.add_argument("--env-context", default=None, help="file with the environment's goal, reward and termination")
     _add_llm_options(p)
 
 
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("explain", help="ask the LLM for critical states and build the guidance table")
     _add_explain_options(p)
+    p.add_argument("--dry-run", action="store_true", help="print the rendered prompts; no LLM call, nothing written")
 
     p = sub.add_parser("refine", help="refine an agent with ULTRA-A/R/RA or continued PPO")
     _add_explain_options(p)
@@ -80,7 +83,7 @@ def _settings_values(args: argparse.Namespace) -> dict[str, Any]:
         "env_id": args.env_id, "agent": args.agent, "seed": args.seed, "episodes": args.episodes,
         "llm": args.llm, "llm_base_url": args.llm_base_url, "cache_dir": args.cache_dir,
         "token_budget": args.token_budget, "critical_steps": args.critical_steps,
-        "eval_episodes": args.eval_episodes,
+        "eval_episodes": args.eval_episodes, "env_context": args.env_context,
         "llm_api_key_env": getattr(args, "llm_api_key_env", None),
         "llm_concurrency": getattr(args, "llm_concurrency", None),
         "llm_max_calls": getattr(args, "llm_max_calls", None),
@@ -90,6 +93,8 @@ def _settings_values(args: argparse.Namespace) -> dict[str, Any]:
     values = {k: v for k, v in mapping.items() if v is not None}
     if args.no_cache:
         values["use_cache"] = False
+    if args.save_frames:
+        values["save_frames"] = True
     modulation = {k: getattr(args, k, None) for k in ("override_prob", "beta")}
     if any(v is not None for v in modulation.values()):
         values["modulation"] = {k: v for k, v in modulation.items() if v is not None}
@@ -136,6 +141,14 @@ def _run(args: argparse.Namespace) -> int:
         settings = _settings(args, ExplainSettings if args.command == "explain" else RefineSettings)
         if args.command == "refine":
             check_method(settings.method)
+        if getattr(args, "dry_run", False):
+            from ultrarl.pipeline import preview_prompts
+
+            for prompt in preview_prompts(settings):
+                print(prompt.render_text())
+            return 0
+        if args.run_dir is None:
+            raise UltraRLError(f"{args.command} needs --run-dir")
         run_dir = prepare_run_dir(args.run_dir, overwrite=args.overwrite)
         if args.command == "explain":
             outcome = run_explain(settings, run_dir)

@@ -40,6 +40,10 @@ class ExplainSettings(BaseModel):
     epsilon: float | None = Field(None, gt=0, description="match radius; None calibrates it")
     epsilon_quantile: float = Field(0.9, gt=0, le=1, description="quantile of consecutive-state distances")
     eval_episodes: int = Field(10, gt=0)
+    feature_names: list[str] | None = Field(None, description="names of the observation values (generic describer)")
+    action_names: list[str] | None = Field(None, description="names of the actions or actuators (generic describer)")
+    env_context: str | None = Field(None, description="file with the environment's goal, reward and termination")
+    save_frames: bool = Field(False, description="save a picture of each critical state (offscreen rendering)")
 
     @field_validator("llm")
     @classmethod

@@ -17,10 +17,11 @@ from ultrarl.envs.rollout import Trajectory, collect_trajectories, save_trajecto
 from ultrarl.errors import UltraRLError
 from ultrarl.evaluate.evaluation import EvalResult, evaluate_agent
 from ultrarl.explain.explainer import CriticalState, Explainer, write_explanations
-from ultrarl.explain.prompts import PROMPT_VERSION
+from ultrarl.explain.frames import save_critical_frames
+from ultrarl.explain.prompts import PROMPT_VERSION, EpisodePrompt, build_episode_prompt
 from ultrarl.guidance.table import GuidanceTable
 from ultrarl.interpret.describer import StateDescriber
-from ultrarl.llm.factory import make_llm_client
+from ultrarl.llm.factory import make_llm_client, token_counter
 from ultrarl.llm.ledger import UsageLedger
 from ultrarl.refine.refiner import Refiner, check_method, load_agent
 from ultrarl.report.console import console
@@ -61,6 +62,36 @@ def _write_explain_progress(path: Path, rows: list[dict[str, float]]) -> None:
         writer.writerows(rows)
 
 
+def make_describer(settings: ExplainSettings, agent: PPO) -> StateDescriber:
+    """The environment's describer; names and context from the settings override the built-in ones."""
+    context = None
+    if settings.env_context is not None:
+        try:
+            context = Path(settings.env_context).read_text().strip()
+        except OSError as exc:
+            raise UltraRLError(f"cannot read env_context {settings.env_context}: {exc.strerror}") from exc
+    return StateDescriber(
+        settings.env_id, agent.observation_space, agent.action_space,
+        feature_names=settings.feature_names, action_names=settings.action_names, context=context,
+    )
+
+
+def preview_prompts(settings: ExplainSettings) -> list[EpisodePrompt]:
+    """``explain --dry-run``: the prompts the LLM would get, rendered; nothing is sent or written."""
+    validate_env_id(settings.env_id)
+    agent = load_agent(settings.agent)
+    check_agent_spaces(agent.observation_space, agent.action_space, settings.env_id)
+    count_tokens = token_counter(settings.llm)  # no client: a dry run needs no server and no key
+    trajectories = collect_trajectories(
+        agent, settings.env_id, settings.episodes, settings.seed, deterministic=settings.deterministic_rollouts
+    )
+    describer = make_describer(settings, agent)
+    return [
+        build_episode_prompt(t, describer, count_tokens, settings.critical_steps, settings.token_budget)
+        for t in trajectories
+    ]
+
+
 def explain_agent(
     settings: ExplainSettings, run_dir: Path, agent: PPO | None = None, progress_name: str = "progress.csv"
 ) -> ExplainOutcome:
@@ -93,7 +124,7 @@ def explain_agent(
     )
     save_trajectories(trajectories, run_dir / "trajectories.npz")
 
-    describer = StateDescriber(settings.env_id, agent.observation_space, agent.action_space)
+    describer = make_describer(settings, agent)
     explainer = Explainer(llm, describer, k=settings.critical_steps, token_budget=settings.token_budget)
     rows: list[dict[str, float]] = []
     by_episode = {t.episode: t for t in trajectories}
@@ -117,6 +148,10 @@ def explain_agent(
     llm.ledger.add_wall_time(time.perf_counter() - llm_start)
     if llm.budget_message:
         console.print(f"[yellow]note[/]: {llm.budget_message}")
+    if settings.save_frames and states:
+        states, problems = save_critical_frames(settings.env_id, trajectories, states, run_dir / "frames")
+        for problem in problems[:5]:
+            console.print(f"[yellow]note[/]: no picture: {problem}")
     table = GuidanceTable.from_explanations(
         states, trajectories, epsilon=settings.epsilon, epsilon_quantile=settings.epsilon_quantile
     )

@@ -9,6 +9,7 @@ import gymnasium as gym
 from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 from stable_baselines3.common.vec_env import VecEnv
 
+from ultrarl.envs.pong import register_pong_envs
 from ultrarl.envs.sparse import register_sparse_envs
 from ultrarl.errors import UltraRLError
 
@@ -24,6 +25,7 @@ def _register_all() -> None:
         import ale_py
 
         gym.register_envs(ale_py)
+        register_pong_envs()
     except ImportError:  # ALE is optional; Pong ids then fail with a clear message below.
         pass
     register_sparse_envs()
@@ -40,11 +42,16 @@ def validate_env_id(env_id: str) -> None:
     raise UltraRLError(f"unknown environment id '{env_id}'.{hint}")
 
 
+def default_env_kwargs(env_id: str) -> dict[str, Any]:
+    """ultrarl observes ALE games through their 128-byte RAM (what the describers read)."""
+    return {"obs_type": "ram"} if env_id.startswith("ALE/") else {}
+
+
 def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
     """Make one environment, seeded, after checking the id."""
     validate_env_id(env_id)
     try:
-        env = gym.make(env_id, **kwargs)
+        env = gym.make(env_id, **{**default_env_kwargs(env_id), **kwargs})
     except Exception as exc:  # missing extras (mujoco, ale) or bad kwargs
         raise UltraRLError(f"cannot create environment '{env_id}': {exc}") from exc
     if seed is not None:
@@ -56,7 +63,7 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
 def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0) -> VecEnv:
     """A DummyVecEnv of Monitor-wrapped environments: Monitor records the true episodic return."""
     validate_env_id(env_id)
-    return sb3_make_vec_env(env_id, n_envs=n_envs, seed=seed)
+    return sb3_make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=default_env_kwargs(env_id))
 
 
 def check_agent_spaces(agent_obs: gym.Space, agent_act: gym.Space, env_id: str) -> None:

@@ -33,6 +33,7 @@ class CriticalState(BaseModel):
     state_text: str
     suggested_action_text: str
     agent_action_text: str
+    frame: str | None = None  # picture of the state, relative to the run directory (--save-frames)
 
 
 def _as_json_action(action: np.ndarray) -> int | list[float]:
@@ -84,7 +85,7 @@ class Explainer:
             implicit_reward=advice.implicit_reward,
             agent_action=_as_json_action(agent_action),
             return_so_far=return_so_far(trajectory, step),
-            state_text=self.describer.describe_state(obs),
+            state_text=self.describer.describe_state(obs, trajectory.observations[step - 1] if step > 0 else None),
             suggested_action_text=self.describer.describe_action(np.asarray(advice.suggested_action)),
             agent_action_text=self.describer.describe_action(agent_action),
         )

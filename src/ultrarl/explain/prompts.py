@@ -34,6 +34,17 @@ class EpisodePrompt:
     shown_steps: list[int]
     prompt_tokens: int  # as counted by the backend's tokenizer (or estimate)
     uncompressed_tokens: int
+    episode_length: int
+
+    def render_text(self) -> str:
+        """The prompt as a person reads it (``explain --dry-run``)."""
+        head = (
+            f"===== episode {self.episode}: {self.prompt_tokens} prompt tokens "
+            f"({self.uncompressed_tokens} before compression), {len(self.shown_steps)} of "
+            f"{self.episode_length} steps shown ====="
+        )
+        body = "\n\n".join(f"--- {m['role']} ---\n{m['content']}" for m in self.messages)
+        return f"{head}\n{body}\n"
 
 
 def answer_schema(describer: StateDescriber, shown_steps: list[int], k: int) -> dict[str, Any]:
@@ -73,6 +84,17 @@ def _action_example(describer: StateDescriber) -> str:
     return "[" + ", ".join(f"<{name}>" for name in describer.spec.action_names) + "]"
 
 
+def episode_lines(trajectory: Trajectory, describer: StateDescriber) -> list[str]:
+    """One line per step, in words (velocities of decoded observations use the step before)."""
+    obs = trajectory.observations
+    return [
+        describer.describe_step(
+            t, obs[t], trajectory.actions[t], float(trajectory.rewards[t]), obs[t - 1] if t > 0 else None
+        )
+        for t in range(trajectory.length)
+    ]
+
+
 def build_episode_prompt(
     trajectory: Trajectory,
     describer: StateDescriber,
@@ -81,10 +103,7 @@ def build_episode_prompt(
     token_budget: int = 3000,
 ) -> EpisodePrompt:
     """Render the prompt for one episode, compressing its steps so the whole prompt fits."""
-    lines = [
-        describer.describe_step(t, trajectory.observations[t], trajectory.actions[t], float(trajectory.rewards[t]))
-        for t in range(trajectory.length)
-    ]
+    lines = episode_lines(trajectory, describer)
     common = {
         "context": describer.context,
         "legend": describer.quantity_legend(),
@@ -114,6 +133,7 @@ def build_episode_prompt(
         shown_steps=shown,
         prompt_tokens=count_tokens(system) + count_tokens(user) + CHAT_OVERHEAD_TOKENS,
         uncompressed_tokens=uncompressed,
+        episode_length=trajectory.length,
     )
 
 

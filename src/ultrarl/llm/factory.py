@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ultrarl.errors import UltraRLError
@@ -21,6 +22,18 @@ def parse_llm_spec(spec: str) -> tuple[str, str]:
     if backend == "openai" and model:
         return backend, model
     raise UltraRLError(f"invalid --llm '{spec}': use local, local:MODEL ({', '.join(LOCAL_MODELS)}) or openai:MODEL")
+
+
+def token_counter(spec: str) -> Callable[[str], int]:
+    """The tokenizer of the model behind ``spec`` where we have it (local), else an estimate."""
+    backend_name, model = parse_llm_spec(spec)
+    if backend_name == "local":
+        from ultrarl.llm.local_backend import LocalLlamaBackend
+
+        return LocalLlamaBackend(model).count_tokens
+    from ultrarl.llm.openai_backend import estimate_tokens
+
+    return estimate_tokens
 
 
 def make_llm_client(

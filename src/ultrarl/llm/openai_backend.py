@@ -148,5 +148,9 @@ class OpenAIBackend:
         )
 
     def count_tokens(self, text: str) -> int:
-        # No tokenizer for a remote model: ~3.5 characters per token errs on the long side.
-        return int(len(text) / 3.5) + 1
+        return estimate_tokens(text)
+
+
+def estimate_tokens(text: str) -> int:
+    """No tokenizer for a remote model: ~3.5 characters per token errs on the long side."""
+    return int(len(text) / 3.5) + 1

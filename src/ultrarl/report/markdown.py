@@ -58,4 +58,8 @@ def write_report(
         f"{_cell(s.suggested_action_text)} | {s.implicit_reward:+.2f} | {_cell(s.rationale)} |"
         for s in states
     ]
+    pictured = [s for s in states if s.frame]
+    if pictured:
+        lines += ["", "## Pictures of the critical states", ""]
+        lines += [f"![episode {s.episode}, step {s.step}]({s.frame})" for s in pictured]
     path.write_text("\n".join(lines) + "\n")
