@@ -35,7 +35,19 @@ def _bad_inputs(tmp: Path, cartpole: Path) -> list[tuple[list[str], str]]:
         z.writestr("readme.txt", "not a model")
     (tmp / "bad.yaml").write_text("unknown_key: 3\n")
     (tmp / "broken.yaml").write_text("episodes: [1, 2\n")
+    (tmp / "negative.yaml").write_text("episodes: -1\n")
+    (tmp / "names.yaml").write_text("feature_names: [a, b]\n")
+    finished = tmp / "finished"
+    finished.mkdir()
+    (finished / "config.yaml").write_text("env_id: x\n")
+    unfinished = tmp / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.started.yaml").write_text("env_id: x\n")
+    # A full disk, for real: the temporary file of the save is a link to /dev/full (ENOSPC).
+    (tmp / "full").mkdir()
+    (tmp / "full" / "agent.zip.tmp").symlink_to("/dev/full")
     run = ["--run-dir", str(tmp / "run")]
+    agent = ["--agent", str(cartpole)]
     return [
         (["evaluate", "NoSuchEnv-v0", "--agent", str(cartpole)], "unknown environment id"),
         (["evaluate", "CartPole-v2", "--agent", str(cartpole)], "Did you mean"),
@@ -54,6 +66,21 @@ def _bad_inputs(tmp: Path, cartpole: Path) -> list[tuple[list[str], str]]:
         (["pretrain", "CartPole-v1", "--timesteps", "0", "--out", str(tmp / "a.zip")], "must be positive"),
         (["pretrain", "CartPole-v1", "--timesteps", "x", "--out", str(tmp / "a.zip")], "invalid int value"),
         (["teleport"], "invalid choice"),
+        (["explain", "CartPole-v1", *agent, "--episodes", "0", *run], "invalid setting episodes"),
+        (["explain", "CartPole-v1", *agent, "--token-budget", "10", *run], "invalid setting token_budget"),
+        (["refine", "CartPole-v1", *agent, "--checkpoint-every", "-1", *run], "invalid setting checkpoint_every"),
+        (["explain", "CartPole-v1", *agent, "--config", str(tmp / "negative.yaml"), *run], "invalid setting episodes"),
+        (["explain", "CartPole-v1", *agent, "--config", str(tmp / "names.yaml"), "--dry-run"], "2 feature names given"),
+        (["explain", "CartPole-v1", *agent, "--env-context", str(tmp / "nowhere.md"), "--dry-run"], "cannot read env_context"),
+        (["explain", "CartPole-v1", *agent, "--llm", "local:gpt9", *run], "unknown local model"),
+        (["explain", "CartPole-v1", *agent], "needs --run-dir"),
+        (["refine", "CartPole-v1", *agent, "--method", "ppo", "--run-dir", str(finished)], "already holds a run"),
+        (["refine", "CartPole-v1", *agent, "--method", "ppo", "--run-dir", str(unfinished)], "pass --resume"),
+        (["refine", "CartPole-v1", *agent, "--resume", "--run-dir", str(finished)], "nothing to resume"),
+        (["explain", "CartPole-v1", *agent, "--llm", "openai:test", "--llm-base-url", "http://127.0.0.1:9/v1",
+          "--episodes", "1", "--eval-episodes", "1", "--no-cache", *run], "cannot reach the LLM server"),
+        (["pretrain", "CartPole-v1", "--timesteps", "64", "--out", str(tmp / "full" / "agent.zip")],
+         "No space left on device"),
     ]
 
 
@@ -61,6 +88,7 @@ def test_bad_inputs_give_one_line_and_exit_2(
     tmp_path: Path, cartpole_agent_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cases = _bad_inputs(tmp_path, cartpole_agent_path)
+    assert len(cases) >= 20
     for args, expected in cases:
         code, _, err = _run_cli(args, capsys)
         assert code == 2, (args, err)
@@ -68,6 +96,7 @@ def test_bad_inputs_give_one_line_and_exit_2(
         assert len(lines) == 1, (args, err)
         assert lines[0].startswith("ultrarl: error:") and expected in lines[0], (args, lines[0])
         assert not (tmp_path / "run" / "config.yaml").exists(), "a refused run must not look like a run"
+    assert not (tmp_path / "full" / "agent.zip").exists(), "a failed save must leave no zip that looks valid"
 
 
 def test_unreachable_llm_server_is_one_line(tmp_path: Path, cartpole_agent_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -64,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=int, default=None)
     p.add_argument("--override-prob", type=float, default=None)
     p.add_argument("--beta", type=float, default=None)
+    p.add_argument("--resume", action="store_true", help="continue a killed run from its latest checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 10000)")
 
     p = sub.add_parser("evaluate", help="evaluate an agent without guidance; prints JSON")
     p.add_argument("env_id")
@@ -89,6 +92,7 @@ def _settings_values(args: argparse.Namespace) -> dict[str, Any]:
         "llm_max_calls": getattr(args, "llm_max_calls", None),
         "llm_max_total_tokens": getattr(args, "llm_max_total_tokens", None),
         "method": getattr(args, "method", None), "timesteps": getattr(args, "timesteps", None),
+        "checkpoint_every": getattr(args, "checkpoint_every", None),
     }
     values = {k: v for k, v in mapping.items() if v is not None}
     if args.no_cache:
@@ -149,12 +153,13 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         if args.run_dir is None:
             raise UltraRLError(f"{args.command} needs --run-dir")
-        run_dir = prepare_run_dir(args.run_dir, overwrite=args.overwrite)
+        resume = getattr(args, "resume", False)
+        run_dir = prepare_run_dir(args.run_dir, overwrite=args.overwrite, resume=resume)
         if args.command == "explain":
             outcome = run_explain(settings, run_dir)
             console.print(critical_states_table(outcome.states))
         else:
-            refined = refine_agent(settings, run_dir)
+            refined = refine_agent(settings, run_dir, resume=resume)
             console.print(returns_table({"before": refined.before, f"after {settings.method}": refined.after}))
         console.print(f"run directory: {run_dir}")
     elif args.command == "demo":
@@ -164,12 +169,22 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+# The machine's fault, not the program's: a full disk or a read-only or forbidden directory.
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args)
     except UltraRLError as exc:
         print(f"ultrarl: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"ultrarl: error: {exc.strerror}{where}; finished files were written atomically", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("ultrarl: interrupted", file=sys.stderr)

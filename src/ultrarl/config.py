@@ -60,6 +60,7 @@ class ExplainSettings(BaseModel):
 class RefineSettings(ExplainSettings):
     method: str = "ultra-ra"
     timesteps: int = Field(50_000, gt=0)
+    checkpoint_every: int = Field(10_000, ge=0, description="refinement steps between checkpoints (0: none)")
     modulation: ModulationConfig = Field(default_factory=ModulationConfig)
 
 

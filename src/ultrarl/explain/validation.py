@@ -50,11 +50,16 @@ def _finite_number(value: Any) -> float | None:
 
 def _parse_step(value: Any, episode_length: int) -> int | None:
     number = _finite_number(value)
-    if number is None and isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        number = float(value.strip())
+    if number is None and isinstance(value, str) and _is_ascii_integer(value.strip().lstrip("-")):
+        number = _finite_number(float(value.strip()))  # "1e400"-sized digit strings become inf: refused
     if number is None or number != int(number) or not 0 <= number < episode_length:
         return None
     return int(number)
+
+
+def _is_ascii_integer(text: str) -> bool:
+    # str.isdigit() accepts "²" and other Unicode digits that int() and float() refuse.
+    return text.isascii() and text.isdigit()
 
 
 def _parse_discrete(value: Any, action_names: tuple[str, ...]) -> int | None:
@@ -64,7 +69,7 @@ def _parse_discrete(value: Any, action_names: tuple[str, ...]) -> int | None:
         for index, name in enumerate(action_names):
             if text == name.lower():
                 return index
-        if text.isdigit():
+        if _is_ascii_integer(text):
             value = int(text)
     if isinstance(value, list) and len(value) == 1:
         value = value[0]

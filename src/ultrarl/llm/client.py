@@ -33,6 +33,8 @@ def extract_json(text: str) -> Any:
         value, _ = json.JSONDecoder().raw_decode(text[start:])
     except json.JSONDecodeError as exc:
         raise InvalidAnswer(f"the answer is not valid JSON: {exc.msg}") from exc
+    except RecursionError as exc:  # a runaway model can nest brackets thousands deep
+        raise InvalidAnswer("the answer's JSON is nested too deeply") from exc
     return value
 
 

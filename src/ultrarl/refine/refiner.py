@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from stable_baselines3 import PPO
@@ -21,7 +21,9 @@ from stable_baselines3.common.logger import Logger, configure
 from ultrarl.envs.factory import check_agent_spaces, make_vec_env
 from ultrarl.errors import UltraRLError
 from ultrarl.guidance.table import GuidanceTable
+from ultrarl.run_dir import write_bytes_atomic
 from ultrarl.refine.callbacks import TrueReturnLogger
+from ultrarl.refine.checkpoint import Checkpoint, PeriodicCheckpoint
 from ultrarl.refine.guided_ppo import GuidedPPO, Modulation
 
 Method = Literal["ultra-a", "ultra-r", "ultra-ra", "ppo"]
@@ -100,6 +102,7 @@ class Refiner:
         if isinstance(self.model, GuidedPPO):
             self.model.set_modulation(self._modulation(), seed=seed)
         self.true_returns = TrueReturnLogger()
+        self.resumed_from = 0  # steps already done by the checkpoint this refiner continues
         # Without a log directory, log nowhere (SB3's default would create a folder in /tmp).
         self.model.set_logger(configure(str(log_dir), ["csv", "tensorboard"]) if log_dir else Logger(None, []))
 
@@ -116,18 +119,64 @@ class Refiner:
         )
 
     def refine(
-        self, total_timesteps: int, progress_bar: bool = False, callback: BaseCallback | None = None
+        self,
+        total_timesteps: int,
+        progress_bar: bool = False,
+        callback: BaseCallback | None = None,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 0,
     ) -> "Refiner":
+        """Train until ``total_timesteps`` refinement steps are done (counting resumed ones);
+        with ``checkpoint_dir``, write a checkpoint every ``checkpoint_every`` steps."""
         if total_timesteps <= 0:
             raise UltraRLError(f"total_timesteps must be positive, got {total_timesteps}")
+        remaining = total_timesteps - self.resumed_from
+        if remaining <= 0:
+            return self
         callbacks: list[BaseCallback] = [self.true_returns] + ([callback] if callback else [])
+        if checkpoint_dir is not None and checkpoint_every > 0:
+            callbacks.append(PeriodicCheckpoint(Path(checkpoint_dir), checkpoint_every, self.checkpoint_state))
         self.model.learn(
-            total_timesteps=total_timesteps,
+            total_timesteps=remaining,
             callback=CallbackList(callbacks),
             progress_bar=progress_bar,
-            reset_num_timesteps=True,
+            # A resumed run keeps its step counter, so the learning-rate and override schedules
+            # continue where they stopped (SB3 then adds the done steps to the total).
+            reset_num_timesteps=self.resumed_from == 0,
         )
         return self
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What a checkpoint needs beyond the SB3 zip."""
+        state: dict[str, Any] = {"episodes": self.true_returns.episodes, "method": self.method}
+        if isinstance(self.model, GuidedPPO) and self.model.modulation is not None:
+            state["modulation_total"] = dict(self.model.modulation_stats.total)
+            state["override_rng"] = self.model._override_rng.bit_generator.state
+        return state
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        checkpoint: Checkpoint,
+        env_id: str,
+        method: str = "ultra-ra",
+        guidance: GuidanceTable | None = None,
+        modulation: ModulationConfig | None = None,
+        seed: int = 0,
+        n_envs: int = 1,
+        log_dir: str | Path | None = None,
+    ) -> "Refiner":
+        """Continue a refinement from its latest checkpoint (``ultrarl refine --resume``)."""
+        if checkpoint.state.get("method", method) != method:
+            raise UltraRLError(f"the checkpoint is of method {checkpoint.state['method']}, not {method}")
+        refiner = cls(checkpoint.model_path, env_id, method, guidance, modulation, seed, n_envs, log_dir)
+        refiner.resumed_from = checkpoint.timesteps
+        refiner.model.num_timesteps = checkpoint.timesteps
+        refiner.true_returns.episodes = [tuple(e) for e in checkpoint.state.get("episodes", [])]  # type: ignore[misc]
+        if isinstance(refiner.model, GuidedPPO) and "modulation_total" in checkpoint.state:
+            refiner.model.modulation_stats.total = dict(checkpoint.state["modulation_total"])
+            refiner.model._override_rng.bit_generator.state = checkpoint.state["override_rng"]
+        return refiner
 
     @property
     def modulation_totals(self) -> dict[str, float]:
@@ -139,8 +188,11 @@ class Refiner:
         return {**total, "match_rate": total["matched"] / steps, "override_rate": total["overridden"] / steps}
 
     def save(self, path: str | Path) -> None:
-        """The refined policy as a plain SB3 PPO zip: loadable with ``PPO.load`` anywhere."""
-        self.model.save(path)
+        """The refined policy as a plain SB3 PPO zip: loadable with ``PPO.load`` anywhere.
+        Written atomically: a crash never leaves a half-written zip under ``path``."""
+        buffer = io.BytesIO()
+        self.model.save(buffer)
+        write_bytes_atomic(Path(path), buffer.getvalue())
 
     @classmethod
     def load(cls, path: str | Path, env_id: str, seed: int = 0) -> "Refiner":

@@ -1,0 +1,102 @@
+"""A refinement killed with SIGKILL resumes from its latest checkpoint: the total number of steps
+is the requested budget and finished work (explain stage, LLM calls, trained steps) is not redone."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from stable_baselines3 import PPO
+
+from ultrarl.refine.checkpoint import latest_checkpoint, write_checkpoint
+
+TOTAL = 8 * 2048  # a multiple of PPO's rollout (n_steps 2048), so the budget is met exactly
+
+
+def _refine_cmd(agent: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "ultrarl", "refine", "CartPole-v1", "--agent", str(agent), "--method", "ultra-ra",
+        "--timesteps", str(TOTAL), "--checkpoint-every", "2048", "--episodes", "2", "--eval-episodes", "2",
+        "--run-dir", str(run_dir), *extra,
+    ]
+
+
+def test_sigkill_then_resume_meets_the_budget_without_redoing_work(cartpole_agent_path: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "ULTRARL_CACHE_DIR": str(tmp_path / "cache")}
+    process = subprocess.Popen(_refine_cmd(cartpole_agent_path, run_dir), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 400
+    checkpoint = None
+    while time.monotonic() < deadline and process.poll() is None:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is not None and checkpoint.timesteps >= 2 * 2048:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()}"
+    kill_time = time.perf_counter()
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoint = latest_checkpoint(run_dir)
+    assert checkpoint is not None and TOTAL > checkpoint.timesteps >= 4096
+    assert not (run_dir / "config.yaml").exists()
+    explain_files = {name: (run_dir / name).stat().st_mtime_ns for name in ("trajectories.npz", "guidance.npz")}
+
+    # Without --resume the unfinished run is not silently replaced.
+    refused = subprocess.run(_refine_cmd(cartpole_agent_path, run_dir), env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "unfinished run; pass --resume" in refused.stderr
+
+    resumed = subprocess.run(_refine_cmd(cartpole_agent_path, run_dir, "--resume"), env=env,
+                             capture_output=True, text=True, timeout=400)
+    resume_wall = time.perf_counter() - kill_time
+    assert resumed.returncode == 0, resumed.stderr
+    assert "explain stage read from" in resumed.stdout
+    summary = json.loads((run_dir / "refine_summary.json").read_text())
+    assert summary["resumed_from"] == checkpoint.timesteps
+    assert summary["final_num_timesteps"] == TOTAL == PPO.load(run_dir / "model.zip").num_timesteps
+    # The explain stage was not redone: same files, no LLM call in the resumed process.
+    assert {n: (run_dir / n).stat().st_mtime_ns for n in explain_files} == explain_files
+    assert json.loads((run_dir / "llm_usage.json").read_text())["calls"] >= 1  # the first process's calls
+    # progress.csv holds every rollout exactly once, across the kill.
+    with open(run_dir / "progress.csv") as f:
+        steps = [int(float(r["time/total_timesteps"])) for r in csv.DictReader(f) if r["time/total_timesteps"]]
+    assert steps == sorted(set(steps)) and steps[-1] == TOTAL
+    # The learning curve continues: the episodes before the kill are kept, timesteps increase.
+    with open(run_dir / "episodes.csv") as f:
+        curve = [int(r["timestep"]) for r in csv.DictReader(f)]
+    assert curve == sorted(curve) and curve[0] <= checkpoint.timesteps < curve[-1]
+    assert (run_dir / "config.yaml").exists() and not (run_dir / "checkpoints").exists()
+    print(f"resume: killed at >= {checkpoint.timesteps} steps; resumed run took {resume_wall:.1f} s")
+
+    finished = subprocess.run(_refine_cmd(cartpole_agent_path, run_dir, "--resume"), env=env,
+                              capture_output=True, text=True)
+    assert finished.returncode == 2 and "has finished; there is nothing to resume" in finished.stderr
+
+
+def test_a_crash_during_a_checkpoint_save_keeps_the_previous_one(cartpole_agent_path: Path, tmp_path: Path) -> None:
+    model = PPO.load(cartpole_agent_path)
+    model.num_timesteps = 2048
+    write_checkpoint(tmp_path, model, {"episodes": []})
+
+    class DiskFull(OSError):
+        pass
+
+    def broken_save(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        Path(path).write_bytes(b"PK\x03\x04 half a zip")
+        raise DiskFull(28, "No space left on device")
+
+    model.num_timesteps = 4096
+    model.save = broken_save  # type: ignore[method-assign]
+    with pytest.raises(DiskFull):
+        write_checkpoint(tmp_path, model, {"episodes": []})
+    checkpoint = latest_checkpoint(tmp_path)
+    assert checkpoint is not None and checkpoint.timesteps == 2048
+    assert PPO.load(checkpoint.model_path).num_timesteps == 2048
+    assert not list((tmp_path / "checkpoints").glob("*.tmp"))
