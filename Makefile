@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first: nothing later may pull a CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[local,server,atari,dev]"
+	$(BIN)/pip install --quiet -e ".[local,server,atari,ray,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -57,7 +57,7 @@ def test_sigkill_then_resume_meets_the_budget_without_redoing_work(cartpole_agen
                              capture_output=True, text=True, timeout=400)
     resume_wall = time.perf_counter() - kill_time
     assert resumed.returncode == 0, resumed.stderr
-    assert "explain stage read from" in resumed.stdout
+    assert "identification read from" in resumed.stdout
     summary = json.loads((run_dir / "refine_summary.json").read_text())
     assert summary["resumed_from"] == checkpoint.timesteps
     assert summary["final_num_timesteps"] == TOTAL == PPO.load(run_dir / "model.zip").num_timesteps

@@ -61,10 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("refine", help="refine an agent with ULTRA-A/R/RA or continued PPO")
     _add_explain_options(p)
-    p.add_argument("--method", default=None, help="ultra-a, ultra-r, ultra-ra (default) or ppo")
+    p.add_argument("--method", default=None,
+                   help="ultra-a, ultra-r, ultra-ra (default); baselines ppo, statemask-r, rice, random, oracle")
     p.add_argument("--timesteps", type=int, default=None)
     p.add_argument("--override-prob", type=float, default=None)
     p.add_argument("--beta", type=float, default=None)
+    p.add_argument("--reset-prob", type=float, default=None, help="p: episodes start at a critical state")
+    p.add_argument("--rnd-weight", type=float, default=None, help="λ: weight of the RND exploration bonus")
+    p.add_argument("--mask-timesteps", type=int, default=None, help="PPO steps to train the mask network")
+    p.add_argument("--expert", default=None, help="expert SB3 PPO zip, the advisor of --method oracle")
+    p.add_argument("--rounds", type=int, default=None, help="identify-then-refine rounds (ULTRA)")
+    p.add_argument("--verify", action="store_true", help="check suggestions by short rollouts from their states")
     p.add_argument("--resume", action="store_true", help="continue a killed run from its latest checkpoint")
     p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 10000)")
 
@@ -73,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", required=True)
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("bench", help="environments x methods x seeds, locally or on Ray, with a report")
+    p.add_argument("config", type=Path, help="bench YAML (see benchmarks/quick.yaml)")
+    p.add_argument("--out", type=Path, default=None, help="bench directory (default runs/bench-<name>)")
+    p.add_argument("--workers", type=int, default=1, help="parallel runs in the local process pool")
+    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument("--ray-address", default=None, help="a Ray cluster (default: a local Ray for this run)")
+
+    p = sub.add_parser("report", help="rebuild the report of a bench or run directory from disk")
+    p.add_argument("path", type=Path)
 
     p = sub.add_parser("demo", help="the whole method on Hopper-v5, offline, in a few minutes")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
@@ -93,12 +110,17 @@ def _settings_values(args: argparse.Namespace) -> dict[str, Any]:
         "llm_max_total_tokens": getattr(args, "llm_max_total_tokens", None),
         "method": getattr(args, "method", None), "timesteps": getattr(args, "timesteps", None),
         "checkpoint_every": getattr(args, "checkpoint_every", None),
+        "reset_prob": getattr(args, "reset_prob", None), "rnd_weight": getattr(args, "rnd_weight", None),
+        "mask_timesteps": getattr(args, "mask_timesteps", None), "expert": getattr(args, "expert", None),
+        "rounds": getattr(args, "rounds", None),
     }
     values = {k: v for k, v in mapping.items() if v is not None}
     if args.no_cache:
         values["use_cache"] = False
     if args.save_frames:
         values["save_frames"] = True
+    if getattr(args, "verify", False):
+        values["verify"] = True
     modulation = {k: getattr(args, k, None) for k in ("override_prob", "beta")}
     if any(v is not None for v in modulation.values()):
         values["modulation"] = {k: v for k, v in modulation.items() if v is not None}
@@ -162,6 +184,14 @@ def _run(args: argparse.Namespace) -> int:
             refined = refine_agent(settings, run_dir, resume=resume)
             console.print(returns_table({"before": refined.before, f"after {settings.method}": refined.after}))
         console.print(f"run directory: {run_dir}")
+    elif args.command == "bench":
+        return _bench(args)
+    elif args.command == "report":
+        from ultrarl.report.rebuild import rebuild_report
+
+        if not args.path.is_dir():
+            raise UltraRLError(f"{args.path} is not a directory")
+        console.print(f"report: {rebuild_report(args.path)}")
     elif args.command == "demo":
         from ultrarl.demo import run_demo
 
@@ -171,6 +201,33 @@ def _run(args: argparse.Namespace) -> int:
 
 # The machine's fault, not the program's: a full disk or a read-only or forbidden directory.
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS}
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from ultrarl.bench.grid import GridRunner, JobResult, failed, load_bench_config, run_grid
+    from ultrarl.report.bench_report import write_bench_report
+    from ultrarl.report.console import console
+
+    if args.workers <= 0:
+        raise UltraRLError(f"--workers must be positive, got {args.workers}")
+    config = load_bench_config(args.config)
+    out = args.out or Path("runs") / f"bench-{config.name}"
+
+    def on_result(result: JobResult, done: int, total: int) -> None:
+        after = f", after {result.after_mean:.1f}" if result.after_mean is not None else ""
+        why = f": {result.message}" if result.status == "failed" else ""
+        console.print(f"[{done}/{total}] {result.job.label}: {result.status} ({result.wall_time_s:.0f} s{after}){why}")
+
+    runner = GridRunner(workers=args.workers, backend=args.backend, ray_address=args.ray_address, on_result=on_result)
+    results = run_grid(config, out, runner)
+    report = write_bench_report(out)
+    console.print(f"report: {report} (and report.html, results.csv, estimates.json)")
+    bad = failed(results)
+    if bad:
+        print(f"ultrarl: {len(bad)} of {len(results)} jobs failed; see error.txt in their run directories; "
+              "run the same command again to retry them", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

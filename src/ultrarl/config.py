@@ -62,6 +62,32 @@ class RefineSettings(ExplainSettings):
     timesteps: int = Field(50_000, gt=0)
     checkpoint_every: int = Field(10_000, ge=0, description="refinement steps between checkpoints (0: none)")
     modulation: ModulationConfig = Field(default_factory=ModulationConfig)
+    # Resets and exploration (RICE's machinery). None: the method's default (see method_defaults).
+    reset_prob: float | None = Field(None, ge=0, le=1, description="probability an episode starts at a critical state")
+    rnd_weight: float | None = Field(None, ge=0, description="λ, weight of the normalised RND bonus")
+    mask_alpha: float = Field(0.01, ge=0, description="α, the mask network's bonus per blinded step")
+    mask_timesteps: int = Field(20_000, gt=0, description="PPO steps to train the mask network")
+    expert: str | None = Field(None, description="expert SB3 PPO zip: the advisor of --method oracle")
+    rounds: int = Field(1, gt=0, description="identify-then-refine rounds (ULTRA; the budget is split evenly)")
+    verify: bool = Field(False, description="check each suggestion with short rollouts from its state")
+    verify_samples: int = Field(4, gt=0, description="M, rollouts per arm when verifying")
+    verify_horizon: int = Field(20, gt=0, description="H, steps per verification rollout")
+
+
+# (reset probability, RND weight) per method, when the settings leave them at None. RICE's p is
+# the probability of a critical start (the paper's meaning; its public code inverts it).
+_METHOD_DEFAULTS: dict[str, tuple[float, float]] = {
+    "statemask-r": (1.0, 0.0),
+    "rice": (0.25, 0.01),
+    "random": (0.25, 0.01),
+}
+
+
+def method_defaults(settings: RefineSettings) -> tuple[float, float]:
+    reset_default, rnd_default = _METHOD_DEFAULTS.get(settings.method, (0.0, 0.0))
+    reset_prob = settings.reset_prob if settings.reset_prob is not None else reset_default
+    rnd_weight = settings.rnd_weight if settings.rnd_weight is not None else rnd_default
+    return reset_prob, rnd_weight
 
 
 def settings_to_yaml(settings: BaseModel) -> str:

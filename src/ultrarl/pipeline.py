@@ -10,25 +10,31 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.logger import Logger
 
-from ultrarl.config import ExplainSettings, RefineSettings, settings_to_yaml
+from ultrarl.config import ExplainSettings, RefineSettings, method_defaults, settings_to_yaml
 from ultrarl.envs.factory import check_agent_spaces, make_vec_env, validate_env_id
+from ultrarl.envs.snapshot import Snapshot, require_snapshots
 from ultrarl.envs.rollout import Trajectory, collect_trajectories, save_trajectories
 from ultrarl.errors import UltraRLError
 from ultrarl.evaluate.evaluation import EvalResult, evaluate_agent
 from ultrarl.explain.explainer import CriticalState, Explainer, read_explanations, write_explanations
+from ultrarl.explain.baselines import mask_critical_states, random_critical_states
 from ultrarl.explain.frames import save_critical_frames
+from ultrarl.explain.mask_network import train_mask_network
+from ultrarl.explain.oracle import ORACLE_LABEL, oracle_critical_states
 from ultrarl.explain.prompts import PROMPT_VERSION, EpisodePrompt, build_episode_prompt
-from ultrarl.guidance.table import GuidanceTable
+from ultrarl.guidance.table import GuidanceTable, reward_scale
 from ultrarl.interpret.describer import StateDescriber
 from ultrarl.llm.factory import make_llm_client, token_counter
 from ultrarl.llm.ledger import UsageLedger
 from ultrarl.refine.checkpoint import latest_checkpoint, remove_checkpoints
-from ultrarl.refine.refiner import Refiner, check_method, load_agent
+from ultrarl.guidance.verify import verify_suggestions
+from ultrarl.refine.refiner import GUIDED_METHODS, RESET_METHODS, ULTRA_METHODS, Refiner, check_method, load_agent
 from ultrarl.report.console import console
 from ultrarl.report.markdown import write_report
 from ultrarl.run_dir import STARTED_MARKER, manifest, write_bytes_atomic, write_json, write_text_atomic
@@ -100,9 +106,14 @@ def preview_prompts(settings: ExplainSettings) -> list[EpisodePrompt]:
 
 
 def explain_agent(
-    settings: ExplainSettings, run_dir: Path, agent: PPO | None = None, progress_name: str = "progress.csv"
+    settings: ExplainSettings,
+    run_dir: Path,
+    agent: PPO | None = None,
+    progress_name: str = "progress.csv",
+    keep_snapshots: bool = False,
 ) -> ExplainOutcome:
-    """Collect episodes, ask the LLM about each, build the guidance table; write it all down."""
+    """Collect episodes, ask the LLM about each, build the guidance table; write it all down.
+    With ``verify`` in the settings, each suggestion is checked by short rollouts first."""
     start = time.perf_counter()
     validate_env_id(settings.env_id)
     agent = agent or load_agent(settings.agent)
@@ -126,8 +137,11 @@ def explain_agent(
     console.print(f"[bold]agent before refinement[/]: {before.summary()}")
 
     console.print(f"collecting {settings.episodes} episodes of {settings.env_id} ...")
+    identify_start = time.perf_counter()
+    verify = bool(getattr(settings, "verify", False))
     trajectories = collect_trajectories(
-        agent, settings.env_id, settings.episodes, settings.seed, deterministic=settings.deterministic_rollouts
+        agent, settings.env_id, settings.episodes, settings.seed, deterministic=settings.deterministic_rollouts,
+        keep_snapshots=keep_snapshots or verify,
     )
     save_trajectories(trajectories, run_dir / "trajectories.npz")
 
@@ -155,6 +169,14 @@ def explain_agent(
     llm.ledger.add_wall_time(time.perf_counter() - llm_start)
     if llm.budget_message:
         console.print(f"[yellow]note[/]: {llm.budget_message}")
+    if verify and states:
+        console.print(f"verifying {len(states)} suggestions with short rollouts ...")
+        states, report = verify_suggestions(
+            states, trajectories, agent, settings.env_id, samples=settings.verify_samples,  # type: ignore[attr-defined]
+            horizon=settings.verify_horizon, reward_scale=reward_scale(trajectories), seed=settings.seed,  # type: ignore[attr-defined]
+        )
+        write_json(run_dir / "verify.json", report.to_dict())
+        console.print(f"  kept {report.kept}, dropped {report.dropped} (no better than the agent's own action)")
     if settings.save_frames and states:
         states, problems = save_critical_frames(settings.env_id, trajectories, states, run_dir / "frames")
         for problem in problems[:5]:
@@ -164,6 +186,8 @@ def explain_agent(
     )
     usage = llm.ledger.to_dict()
     write_explanations(states, run_dir / "explanations.jsonl")
+    write_json(run_dir / "identify.json", {"method": "llm", "llm": llm.spec,
+                                           "identify_wall_time_s": time.perf_counter() - identify_start})
     table.save(run_dir / "guidance.npz")
     write_json(run_dir / "llm_usage.json", usage)
     _write_explain_progress(run_dir / progress_name, rows)
@@ -173,7 +197,8 @@ def explain_agent(
         manifest(settings.seed, llm.spec, {"prompt_version": PROMPT_VERSION, "llm_cache_keys": keys}),
     )
     if not states:
-        console.print("[yellow]warning[/]: the LLM gave no usable critical state; the guidance table is empty")
+        console.print("[yellow]warning[/]: no usable critical state (unusable LLM answers, or all dropped by "
+                      "--verify); the guidance table is empty")
     return ExplainOutcome(trajectories, states, table, usage, before, time.perf_counter() - start)
 
 
@@ -221,19 +246,101 @@ def _check_resumable(run_dir: Path, settings: RefineSettings) -> None:
         )
 
 
+def identify_without_llm(settings: RefineSettings, run_dir: Path, agent: PPO) -> ExplainOutcome:
+    """The baselines' identification stage: mask network (statemask-r, rice), random steps
+    (random) or the expert advisor (oracle). Episodes keep snapshots for the reset pool."""
+    start = time.perf_counter()
+    method = settings.method
+    before = evaluate_agent(agent, settings.env_id, settings.eval_episodes, settings.seed + EVAL_SEED_OFFSET)
+    console.print(f"[bold]agent before refinement[/]: {before.summary()}")
+    identify_start = time.perf_counter()
+    trajectories = collect_trajectories(
+        agent, settings.env_id, settings.episodes, settings.seed, deterministic=settings.deterministic_rollouts,
+        keep_snapshots=method in RESET_METHODS,
+    )
+    save_trajectories(trajectories, run_dir / "trajectories.npz")
+    describer = make_describer(settings, agent)
+    details: dict[str, Any] = {"method": method}
+    table = None
+    if method in ("statemask-r", "rice"):
+        console.print(f"training the mask network for {settings.mask_timesteps} steps (alpha {settings.mask_alpha}) ...")
+        mask = train_mask_network(agent, settings.env_id, settings.mask_timesteps, settings.mask_alpha, settings.seed)
+        mask.model.save(run_dir / "mask_network.zip")
+        details["mask_train_wall_time_s"] = mask.train_wall_time_s
+        states = mask_critical_states(mask, trajectories, describer, settings.critical_steps)
+    elif method == "random":
+        states = random_critical_states(trajectories, describer, settings.critical_steps, settings.seed)
+    else:
+        if settings.expert is None:
+            raise UltraRLError("--method oracle needs --expert PATH.zip, an expert SB3 PPO agent for the environment")
+        expert = load_agent(settings.expert)
+        check_agent_spaces(expert.observation_space, expert.action_space, settings.env_id)
+        states = oracle_critical_states(expert, trajectories, describer, settings.critical_steps)
+        table = GuidanceTable.from_explanations(
+            states, trajectories, epsilon=settings.epsilon, epsilon_quantile=settings.epsilon_quantile
+        )
+        table.save(run_dir / "guidance.npz")
+    details["identify_wall_time_s"] = time.perf_counter() - identify_start
+    usage = UsageLedger().to_dict()
+    write_explanations(states, run_dir / "explanations.jsonl")
+    write_json(run_dir / "llm_usage.json", usage)
+    write_json(run_dir / "identify.json", details)
+    write_json(run_dir / "manifest.json", manifest(settings.seed, None, {"identification": method}))
+    console.print(f"{len(states)} critical states identified by {method} in {details['identify_wall_time_s']:.1f} s")
+    return ExplainOutcome(trajectories, states, table, usage, before, time.perf_counter() - start)
+
+
+def _reset_pool(states: list[CriticalState], trajectories: list[Trajectory]) -> list[Snapshot]:
+    by_episode = {t.episode: t for t in trajectories}
+    pool = []
+    for state in states:
+        snapshots = by_episode[state.episode].snapshots
+        if snapshots is not None:
+            pool.append(snapshots[state.step])
+    return pool
+
+
+def _identify(
+    settings: RefineSettings, run_dir: Path, agent: PPO, needs_snapshots: bool
+) -> ExplainOutcome:
+    method = settings.method
+    if method == "ppo":
+        # Continued PPO needs no identification: same budget, same seed, no guidance.
+        before = evaluate_agent(agent, settings.env_id, settings.eval_episodes, settings.seed + EVAL_SEED_OFFSET)
+        usage = UsageLedger().to_dict()
+        write_explanations([], run_dir / "explanations.jsonl")
+        write_json(run_dir / "llm_usage.json", usage)
+        write_json(run_dir / "manifest.json", manifest(settings.seed, None))
+        return ExplainOutcome([], [], None, usage, before, 0.0)
+    if method in ULTRA_METHODS:
+        return explain_agent(settings, run_dir, agent, progress_name="explain_progress.csv",
+                             keep_snapshots=needs_snapshots)
+    return identify_without_llm(settings, run_dir, agent)
+
+
 def refine_agent(
     settings: RefineSettings, run_dir: Path, progress_bar: bool = True, resume: bool = False
 ) -> RefineOutcome:
-    """Explain (unless plain PPO), refine with the chosen method, evaluate before and after.
+    """Identify critical states (LLM, mask network, random or expert; none for ``ppo``), refine
+    with the chosen method, evaluate before and after.
 
-    With ``resume``, a run killed part-way continues: a finished explain stage is read back
-    from the run directory (no LLM call, no rollout) and refinement goes on from the latest
-    checkpoint, so the total number of refinement steps is still ``settings.timesteps``.
+    With ``resume``, a run killed part-way continues: a finished identification stage is read
+    back from the run directory (no LLM call) and refinement goes on from the latest checkpoint,
+    so the total number of refinement steps is still ``settings.timesteps``.
+    ULTRA with ``rounds`` > 1 repeats identify-then-refine, splitting the budget evenly.
     """
     method = check_method(settings.method)
     validate_env_id(settings.env_id)
+    reset_prob, rnd_weight = method_defaults(settings)
+    needs_snapshots = reset_prob > 0 or (settings.verify and method in ULTRA_METHODS)
+    if needs_snapshots:
+        require_snapshots(settings.env_id, f"--method {method}" + (" with --verify" if settings.verify else ""))
+    if settings.rounds > 1 and method not in ULTRA_METHODS:
+        raise UltraRLError(f"--rounds applies to ULTRA methods, not to {method}")
     checkpoint = None
     if resume:
+        if settings.rounds > 1:
+            raise UltraRLError("--resume does not support --rounds > 1 yet; run the rounds again with --overwrite")
         _check_resumable(run_dir, settings)
         checkpoint = latest_checkpoint(run_dir)
     else:
@@ -243,51 +350,69 @@ def refine_agent(
     check_agent_spaces(agent.observation_space, agent.action_space, settings.env_id)
 
     done = _explain_stage_on_disk(run_dir) if resume else None
-    if done is not None and (method == "ppo" or done[1] is not None):
+    if done is not None and (method not in GUIDED_METHODS or done[1] is not None):
         states, table, usage, before = done
-        console.print(f"resuming: explain stage read from {run_dir} ({len(states)} critical states, no LLM call)")
-    elif method == "ppo":
-        # Continued PPO needs no LLM: same budget, same seed, no guidance.
-        states, table, usage = [], None, UsageLedger().to_dict()
-        before = evaluate_agent(agent, settings.env_id, settings.eval_episodes, settings.seed + EVAL_SEED_OFFSET)
-        write_explanations(states, run_dir / "explanations.jsonl")
-        write_json(run_dir / "llm_usage.json", usage)
-        write_json(run_dir / "manifest.json", manifest(settings.seed, None))
+        trajectories = []
+        if reset_prob > 0:  # snapshots live in memory only: re-collect the same seeded episodes
+            trajectories = collect_trajectories(agent, settings.env_id, settings.episodes, settings.seed,
+                                                deterministic=settings.deterministic_rollouts, keep_snapshots=True)
+        console.print(f"resuming: identification read from {run_dir} ({len(states)} critical states, no LLM call)")
     else:
-        outcome = explain_agent(settings, run_dir, agent, progress_name="explain_progress.csv")
-        states, table, usage, before = outcome.states, outcome.table, outcome.usage, outcome.before
-    if done is None:
-        # Written last in the explain stage: a resume finds the stage complete or redoes it.
+        outcome = _identify(settings, run_dir, agent, needs_snapshots)
+        states, table, usage, before, trajectories = (outcome.states, outcome.table, outcome.usage, outcome.before,
+                                                      outcome.trajectories)
+        # Written last in the identification stage: a resume finds it complete or redoes it.
         write_json(run_dir / "eval.json", {"before": before.to_dict(), "after": None, "method": method})
+    pool = _reset_pool(states, trajectories) if reset_prob > 0 else None
+    if reset_prob > 0 and not pool:
+        console.print("[yellow]warning[/]: no critical state to reset to; every episode starts at the default start")
+        reset_prob = 0.0
+    refiner_options: dict[str, Any] = dict(
+        method=method, guidance=table, modulation=settings.modulation, seed=settings.seed, log_dir=run_dir,
+        initial_states=pool, reset_prob=reset_prob, rnd_weight=rnd_weight,
+    )
 
     if checkpoint is not None:
         _keep_progress_segment(run_dir, checkpoint.timesteps)
-        refiner = Refiner.from_checkpoint(
-            checkpoint, settings.env_id, method=method, guidance=table, modulation=settings.modulation,
-            seed=settings.seed, log_dir=run_dir,
-        )
+        refiner = Refiner.from_checkpoint(checkpoint, settings.env_id, **refiner_options)
         console.print(f"resuming refinement at step {checkpoint.timesteps} of {settings.timesteps}")
     else:
-        refiner = Refiner(
-            settings.agent, settings.env_id, method=method, guidance=table, modulation=settings.modulation,
-            seed=settings.seed, log_dir=run_dir,
-        )
+        refiner = Refiner(settings.agent, settings.env_id, **refiner_options)
     # The LLM's cost goes to the run's metrics too (first row of progress.csv, TensorBoard).
     for name in ("calls", "cache_hits", "parse_failures", "failures", "retries", "prompt_tokens",
                  "completion_tokens", "latency_s_p50", "latency_s_p95", "wall_time_s"):
         refiner.model.logger.record(f"llm/{name}", usage[name])
-    console.print(f"refining with {method} for {settings.timesteps - refiner.resumed_from} steps ...")
+    label = ORACLE_LABEL if method == "oracle" else method
     start = time.perf_counter()
-    refiner.refine(
-        settings.timesteps, progress_bar=progress_bar, checkpoint_dir=run_dir,
-        checkpoint_every=settings.checkpoint_every,
-    )
+    budgets = _round_budgets(settings.timesteps, settings.rounds)
+    episodes: list[tuple[int, float, int]] = []
+    for round_index, budget in enumerate(budgets):
+        if round_index > 0:
+            # Identify again on the refined agent (new episodes), then refine it further.
+            round_dir = run_dir / "rounds" / str(round_index)
+            round_dir.mkdir(parents=True, exist_ok=True)
+            round_settings = settings.model_copy(update={"seed": settings.seed + 1000 * round_index})
+            outcome = _identify(round_settings, round_dir, refiner.model, needs_snapshots)
+            states, table = states + outcome.states, outcome.table
+            round_pool = _reset_pool(outcome.states, outcome.trajectories) if reset_prob > 0 else []
+            refiner = Refiner(refiner.model, settings.env_id, **{
+                **refiner_options, "guidance": table, "log_dir": round_dir,
+                "initial_states": round_pool, "reset_prob": reset_prob if round_pool else 0.0,
+            })
+        console.print(f"refining with {label} for {budget - refiner.resumed_from} steps"
+                      + (f" (round {round_index + 1} of {len(budgets)})" if len(budgets) > 1 else "") + " ...")
+        refiner.refine(
+            budget, progress_bar=progress_bar, checkpoint_dir=run_dir if len(budgets) == 1 else None,
+            checkpoint_every=settings.checkpoint_every,
+        )
+        offset = sum(budgets[:round_index])  # each round's step counter starts at 0
+        episodes += [(step + offset, ret, length) for step, ret, length in refiner.true_returns.episodes]
     wall = time.perf_counter() - start
     steps_run = settings.timesteps - refiner.resumed_from
     refiner.save(run_dir / "model.zip")
     _merge_progress_segments(run_dir)
     modulation = refiner.modulation_totals
-    if method != "ppo" and modulation["matched"] == 0:
+    if method in GUIDED_METHODS and modulation["matched"] == 0:
         console.print(
             "[yellow]warning[/]: the guidance table never matched a state during refinement, so guidance had no "
             "effect; raise --epsilon-quantile or --epsilon"
@@ -296,20 +421,28 @@ def refine_agent(
     write_json(run_dir / "eval.json", {"before": before.to_dict(), "after": after.to_dict(), "method": method})
     write_json(
         run_dir / "refine_summary.json",
-        {"method": method, "timesteps": settings.timesteps, "final_num_timesteps": int(refiner.model.num_timesteps),
-         "resumed_from": refiner.resumed_from, "wall_time_s": wall,
+        {"method": method, "label": label, "timesteps": settings.timesteps,
+         "final_num_timesteps": int(refiner.model.num_timesteps) if len(budgets) == 1 else settings.timesteps,
+         "resumed_from": refiner.resumed_from, "rounds": len(budgets), "reset_prob": reset_prob,
+         "rnd_weight": rnd_weight, "reset_pool": len(pool or []), "wall_time_s": wall,
          "steps_per_second": steps_run / wall if wall > 0 else 0.0, "modulation": modulation},
     )
-    _write_curve(run_dir / "episodes.csv", refiner.true_returns.episodes)
+    _write_curve(run_dir / "episodes.csv", episodes)
     write_report(
-        run_dir / "report.md", f"ultrarl refine: {method} on {settings.env_id}",
-        {"before": before, f"after {method}": after}, states, usage, modulation if method != "ppo" else None,
+        run_dir / "report.md", f"ultrarl refine: {label} on {settings.env_id}",
+        {"before": before, f"after {method}": after}, states, usage,
+        modulation if method in GUIDED_METHODS else None,
     )
     # config.yaml last: it marks a finished run (a directory holding one is not reused by accident).
     write_text_atomic(run_dir / "config.yaml", settings_to_yaml(settings))
     (run_dir / STARTED_CONFIG).unlink(missing_ok=True)
     remove_checkpoints(run_dir)  # the finished model.zip replaces them
     return RefineOutcome(refiner, before, after, states, usage, modulation, wall, steps_run / wall if wall else 0.0)
+
+
+def _round_budgets(total: int, rounds: int) -> list[int]:
+    base = total // rounds
+    return [base] * (rounds - 1) + [total - base * (rounds - 1)]
 
 
 _STEP_COLUMN = "time/total_timesteps"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -60,10 +61,20 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
     return env
 
 
-def make_vec_env(env_id: str, n_envs: int = 1, seed: int = 0) -> VecEnv:
-    """A DummyVecEnv of Monitor-wrapped environments: Monitor records the true episodic return."""
+def make_vec_env(
+    env_id: str,
+    n_envs: int = 1,
+    seed: int = 0,
+    wrapper_class: Callable[..., gym.Env] | None = None,
+    wrapper_kwargs: dict[str, Any] | None = None,
+) -> VecEnv:
+    """A DummyVecEnv of Monitor-wrapped environments: Monitor records the true episodic return
+    (an optional wrapper goes outside Monitor, as SB3 places it)."""
     validate_env_id(env_id)
-    return sb3_make_vec_env(env_id, n_envs=n_envs, seed=seed, env_kwargs=default_env_kwargs(env_id))
+    return sb3_make_vec_env(
+        env_id, n_envs=n_envs, seed=seed, env_kwargs=default_env_kwargs(env_id),
+        wrapper_class=wrapper_class, wrapper_kwargs=wrapper_kwargs,
+    )
 
 
 def check_agent_spaces(agent_obs: gym.Space, agent_act: gym.Space, env_id: str) -> None:

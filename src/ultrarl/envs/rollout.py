@@ -10,6 +10,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from ultrarl.envs.factory import make_env
+from ultrarl.envs.snapshot import Snapshot, take_snapshot
 
 
 @dataclass
@@ -22,6 +23,7 @@ class Trajectory:
     rewards: np.ndarray  # (T,)
     terminated: bool  # ended by the environment (fall, goal), not by the time limit
     seed: int
+    snapshots: list[Snapshot] | None = None  # per step, in memory only (resets, --verify)
 
     @property
     def length(self) -> int:
@@ -39,6 +41,7 @@ def collect_trajectories(
     seed: int,
     deterministic: bool = False,
     on_episode: Callable[[Trajectory], None] | None = None,
+    keep_snapshots: bool = False,
 ) -> list[Trajectory]:
     """Roll out ``n_episodes`` episodes; episode i is reset with seed ``seed + i``.
 
@@ -51,10 +54,12 @@ def collect_trajectories(
     try:
         for episode in range(n_episodes):
             obs, _ = env.reset(seed=seed + episode)
-            observations, actions, rewards = [], [], []
+            observations, actions, rewards, snapshots = [], [], [], []
             terminated = truncated = False
             while not (terminated or truncated):
                 action, _ = agent.predict(obs, deterministic=deterministic)
+                if keep_snapshots:
+                    snapshots.append(take_snapshot(env, obs))
                 observations.append(np.asarray(obs, dtype=np.float32).ravel())
                 actions.append(np.asarray(action))
                 obs, reward, terminated, truncated, _ = env.step(action)
@@ -66,6 +71,7 @@ def collect_trajectories(
                 rewards=np.asarray(rewards, dtype=np.float64),
                 terminated=bool(terminated),
                 seed=seed + episode,
+                snapshots=snapshots if keep_snapshots else None,
             )
             trajectories.append(trajectory)
             if on_episode is not None:

@@ -36,7 +36,7 @@ class CriticalState(BaseModel):
     frame: str | None = None  # picture of the state, relative to the run directory (--save-frames)
 
 
-def _as_json_action(action: np.ndarray) -> int | list[float]:
+def as_json_action(action: np.ndarray) -> int | list[float]:
     arr = np.asarray(action)
     return int(arr.item()) if arr.ndim == 0 else [float(v) for v in arr.ravel()]
 
@@ -83,7 +83,7 @@ class Explainer:
             rationale=advice.rationale,
             suggested_action=advice.suggested_action,
             implicit_reward=advice.implicit_reward,
-            agent_action=_as_json_action(agent_action),
+            agent_action=as_json_action(agent_action),
             return_so_far=return_so_far(trajectory, step),
             state_text=self.describer.describe_state(obs, trajectory.observations[step - 1] if step > 0 else None),
             suggested_action_text=self.describer.describe_action(np.asarray(advice.suggested_action)),

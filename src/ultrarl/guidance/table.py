@@ -68,8 +68,7 @@ class GuidanceTable:
         std = np.where(std > 1e-8, std, 1.0)  # constant dimensions do not count in distances
         if epsilon is None:
             epsilon = calibrate_epsilon(trajectories, mean, std, epsilon_quantile)
-        rewards = np.concatenate([t.rewards for t in trajectories])
-        reward_scale = float(np.mean(np.abs(rewards))) or 1.0
+        scale = reward_scale(trajectories)
         discrete = np.asarray(trajectories[0].actions).ndim == 1
         obs_dim = all_obs.shape[1]
         if states:
@@ -87,7 +86,7 @@ class GuidanceTable:
             obs_mean=mean,
             obs_std=std,
             epsilon=float(epsilon),
-            reward_scale=reward_scale,
+            reward_scale=scale,
         )
 
     # -- persistence ----------------------------------------------------------------------------
@@ -129,3 +128,9 @@ def calibrate_epsilon(trajectories: list[Trajectory], mean: np.ndarray, std: np.
     if not steps:
         return 1.0
     return float(np.quantile(np.concatenate(steps), quantile))
+
+
+def reward_scale(trajectories: list[Trajectory]) -> float:
+    """Mean |reward| per step of the collected episodes (1.0 when all rewards are 0)."""
+    rewards = np.concatenate([t.rewards for t in trajectories])
+    return float(np.mean(np.abs(rewards))) or 1.0

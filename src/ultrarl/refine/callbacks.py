@@ -28,3 +28,23 @@ class TrueReturnLogger(BaseCallback):
     def _on_rollout_end(self) -> None:
         if self._rollout_returns:
             self.logger.record("charts/episodic_return", sum(self._rollout_returns) / len(self._rollout_returns))
+
+
+class ExplorationLogger(BaseCallback):
+    """Logs RICE's machinery where it is used: the share of episodes started at a critical state
+    (``refine/critical_start_rate``) and the mean RND bonus (``refine/rnd_bonus_mean``)."""
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        env = self.model.get_env()
+        if env is None:
+            return
+        if hasattr(env, "pop_mean_bonus"):
+            self.logger.record("refine/rnd_bonus_mean", env.pop_mean_bonus())
+        starts = env.get_attr("critical_starts") if env.has_attr("critical_starts") else None
+        if starts:
+            defaults = env.get_attr("default_starts")
+            total = sum(starts) + sum(defaults)
+            self.logger.record("refine/critical_start_rate", sum(starts) / total if total else 0.0)

@@ -22,12 +22,17 @@ from ultrarl.envs.factory import check_agent_spaces, make_vec_env
 from ultrarl.errors import UltraRLError
 from ultrarl.guidance.table import GuidanceTable
 from ultrarl.run_dir import write_bytes_atomic
-from ultrarl.refine.callbacks import TrueReturnLogger
+from ultrarl.envs.snapshot import Snapshot
+from ultrarl.refine.callbacks import ExplorationLogger, TrueReturnLogger
+from ultrarl.refine.exploration import CriticalStateResets, RNDBonus
 from ultrarl.refine.checkpoint import Checkpoint, PeriodicCheckpoint
 from ultrarl.refine.guided_ppo import GuidedPPO, Modulation
 
-Method = Literal["ultra-a", "ultra-r", "ultra-ra", "ppo"]
+Method = Literal["ultra-a", "ultra-r", "ultra-ra", "ppo", "statemask-r", "rice", "random", "oracle"]
 METHODS: tuple[str, ...] = get_args(Method)
+ULTRA_METHODS = ("ultra-a", "ultra-r", "ultra-ra")  # advised by an LLM
+GUIDED_METHODS = (*ULTRA_METHODS, "oracle")  # modulate rollouts with a guidance table
+RESET_METHODS = ("statemask-r", "rice", "random")  # refine from resets to critical states
 
 
 class ModulationConfig(BaseModel):
@@ -76,18 +81,32 @@ class Refiner:
         seed: int = 0,
         n_envs: int = 1,
         log_dir: str | Path | None = None,
+        initial_states: list[Snapshot] | None = None,
+        reset_prob: float = 0.0,
+        rnd_weight: float = 0.0,
     ) -> None:
         self.method = check_method(method)
         self.env_id = env_id
         self.seed = seed
-        if self.method != "ppo" and guidance is None:
+        if self.method in GUIDED_METHODS and guidance is None:
             raise UltraRLError(f"method {self.method} needs a guidance table (run explain first)")
+        if reset_prob > 0 and not initial_states:
+            raise UltraRLError(f"method {self.method} resets to critical states but none were given")
         self.guidance = guidance
         self.modulation_config = modulation or ModulationConfig()
-        self.env = make_vec_env(env_id, n_envs=n_envs, seed=seed)
+        # RICE's machinery: a mixed initial distribution (critical states with probability p)
+        # and an RND bonus on the training reward; Monitor, inside both, sees the true reward.
+        resets = reset_prob > 0 and bool(initial_states)
+        self.env = make_vec_env(
+            env_id, n_envs=n_envs, seed=seed,
+            wrapper_class=CriticalStateResets if resets else None,
+            wrapper_kwargs={"snapshots": initial_states, "reset_prob": reset_prob, "seed": seed} if resets else None,
+        )
+        if rnd_weight > 0:
+            self.env = RNDBonus(self.env, rnd_weight, seed=seed)
         # Continue from the agent's weights, hyperparameters and optimiser state: loading the
         # zip as the refinement class keeps all three (an in-memory agent goes through a buffer).
-        cls = PPO if self.method == "ppo" else GuidedPPO
+        cls = GuidedPPO if self.method in GUIDED_METHODS else PPO
         if isinstance(agent, PPO):
             check_agent_spaces(agent.observation_space, agent.action_space, env_id)
             buffer = io.BytesIO()
@@ -111,8 +130,8 @@ class Refiner:
         cfg = self.modulation_config
         return Modulation(
             table=self.guidance,
-            override_actions=self.method in ("ultra-a", "ultra-ra"),
-            shape_rewards=self.method in ("ultra-r", "ultra-ra"),
+            override_actions=self.method in ("ultra-a", "ultra-ra", "oracle"),
+            shape_rewards=self.method in ("ultra-r", "ultra-ra", "oracle"),
             override_prob=cfg.override_prob,
             anneal_override=cfg.anneal_override,
             beta=cfg.beta,
@@ -133,7 +152,7 @@ class Refiner:
         remaining = total_timesteps - self.resumed_from
         if remaining <= 0:
             return self
-        callbacks: list[BaseCallback] = [self.true_returns] + ([callback] if callback else [])
+        callbacks: list[BaseCallback] = [self.true_returns, ExplorationLogger()] + ([callback] if callback else [])
         if checkpoint_dir is not None and checkpoint_every > 0:
             callbacks.append(PeriodicCheckpoint(Path(checkpoint_dir), checkpoint_every, self.checkpoint_state))
         self.model.learn(
@@ -155,21 +174,12 @@ class Refiner:
         return state
 
     @classmethod
-    def from_checkpoint(
-        cls,
-        checkpoint: Checkpoint,
-        env_id: str,
-        method: str = "ultra-ra",
-        guidance: GuidanceTable | None = None,
-        modulation: ModulationConfig | None = None,
-        seed: int = 0,
-        n_envs: int = 1,
-        log_dir: str | Path | None = None,
-    ) -> "Refiner":
-        """Continue a refinement from its latest checkpoint (``ultrarl refine --resume``)."""
+    def from_checkpoint(cls, checkpoint: Checkpoint, env_id: str, method: str = "ultra-ra", **options: Any) -> "Refiner":
+        """Continue a refinement from its latest checkpoint (``ultrarl refine --resume``);
+        ``options`` are the constructor's (guidance, modulation, seed, resets, ...)."""
         if checkpoint.state.get("method", method) != method:
             raise UltraRLError(f"the checkpoint is of method {checkpoint.state['method']}, not {method}")
-        refiner = cls(checkpoint.model_path, env_id, method, guidance, modulation, seed, n_envs, log_dir)
+        refiner = cls(checkpoint.model_path, env_id, method, **options)
         refiner.resumed_from = checkpoint.timesteps
         refiner.model.num_timesteps = checkpoint.timesteps
         refiner.true_returns.episodes = [tuple(e) for e in checkpoint.state.get("episodes", [])]  # type: ignore[misc]

@@ -1,0 +1,341 @@
+"""``ultrarl bench CONFIG.yaml``: environments x methods x seeds on the same agents, budgets and
+seeds, on a local process pool (default) or a Ray cluster.
+
+Layout of a bench directory::
+
+    bench.yaml                         the config, as run
+    agents/<env>/seed<S>.zip           one sub-optimal agent per (environment, seed), shared
+    experts/<env>.zip                  the oracle's expert per environment (when oracle is run)
+    runs/<env>/<method>/seed<S>/       one run directory per (environment, method, seed)
+
+The grid is resumable: a run whose directory holds ``config.yaml`` is finished and skipped; a
+run that was killed part-way resumes from its checkpoint; a failed run writes ``error.txt``,
+is reported, and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ultrarl.errors import UltraRLError
+from ultrarl.refine.refiner import METHODS
+
+EXPERT_SEED = 10_000  # the oracle's expert is trained once per environment, on its own seed
+
+
+class MethodSpec(BaseModel):
+    """A method in the grid: a name for tables, an ``ultrarl refine --method`` and its settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    method: str
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("method")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value != "none" and value not in METHODS:
+            raise ValueError(f"unknown method '{value}'; choose none or one of: {', '.join(METHODS)}")
+        return value
+
+
+class BenchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "bench"
+    envs: list[str] = Field(min_length=1)
+    methods: list[MethodSpec] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    pretrain_timesteps: int = Field(gt=0, description="budget of each sub-optimal agent")
+    refine_timesteps: int = Field(gt=0, description="refinement budget, equal for every method")
+    eval_episodes: int = Field(10, gt=0)
+    explain_episodes: int = Field(8, gt=0, description="episodes explained per run (LLM, mask, oracle)")
+    llm: str = "local"
+    expert_timesteps: int = Field(200_000, gt=0, description="training budget of the oracle's expert")
+    experts: dict[str, str] = Field(default_factory=dict, description="env -> expert zip, instead of training one")
+    expert_envs: dict[str, str] = Field(
+        default_factory=dict,
+        description="env -> the env its expert is trained on (same spaces; e.g. a sparse variant's dense twin)",
+    )
+    settings: dict[str, Any] = Field(default_factory=dict, description="RefineSettings for every run")
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _methods(cls, value: Any) -> Any:
+        # "rice" is shorthand for {name: rice, method: rice}.
+        return [{"name": m, "method": m} if isinstance(m, str) else m for m in value or []]
+
+
+def load_bench_config(path: Path) -> BenchConfig:
+    from ultrarl.config import build_settings
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UltraRLError(f"cannot read bench config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UltraRLError(f"bench config {path} must be a YAML mapping")
+    config = build_settings(BenchConfig, data)
+    assert isinstance(config, BenchConfig)
+    names = [m.name for m in config.methods]
+    if len(set(names)) != len(names):
+        raise UltraRLError(f"bench config {path}: method names must be unique, got {names}")
+    return config
+
+
+def env_slug(env_id: str) -> str:
+    return env_id.replace("/", "_")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work; ``kind`` is agent, expert or run. Picklable for processes and Ray."""
+
+    kind: str
+    env_id: str
+    seed: int
+    bench_dir: str
+    config: dict[str, Any]
+    method: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        if self.kind == "run":
+            assert self.method is not None
+            return f"{self.env_id} {self.method['name']} seed {self.seed}"
+        return f"{self.kind} {self.env_id}" + (f" seed {self.seed}" if self.kind == "agent" else "")
+
+
+@dataclass
+class JobResult:
+    job: Job
+    status: str  # done, skipped (finished before), failed
+    message: str = ""
+    wall_time_s: float = 0.0
+    after_mean: float | None = None
+
+
+def agent_path(bench_dir: Path, env_id: str, seed: int) -> Path:
+    return bench_dir / "agents" / env_slug(env_id) / f"seed{seed}.zip"
+
+
+def expert_env(config: BenchConfig, env_id: str) -> str:
+    return config.expert_envs.get(env_id, env_id)
+
+
+def expert_path(bench_dir: Path, config: BenchConfig, env_id: str) -> Path:
+    if env_id in config.experts:
+        return Path(config.experts[env_id])
+    return bench_dir / "experts" / f"{env_slug(expert_env(config, env_id))}.zip"
+
+
+def run_dir_for(bench_dir: Path, env_id: str, method_name: str, seed: int) -> Path:
+    return bench_dir / "runs" / env_slug(env_id) / method_name / f"seed{seed}"
+
+
+def _execute(job: Job) -> JobResult:
+    """Run one job in this process; every failure becomes a result, never an exception."""
+    start = time.perf_counter()
+    bench_dir = Path(job.bench_dir)
+    config = BenchConfig.model_validate(job.config)
+    try:
+        if job.kind == "agent":
+            status = _pretrain(agent_path(bench_dir, job.env_id, job.seed), job.env_id,
+                               config.pretrain_timesteps, job.seed)
+            return JobResult(job, status, wall_time_s=time.perf_counter() - start)
+        if job.kind == "expert":
+            status = _pretrain(expert_path(bench_dir, config, job.env_id), job.env_id,
+                               config.expert_timesteps, EXPERT_SEED)
+            return JobResult(job, status, wall_time_s=time.perf_counter() - start)
+        assert job.method is not None
+        run_dir = run_dir_for(bench_dir, job.env_id, job.method["name"], job.seed)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # A run's own progress lines go to its log; the grid prints one line per job.
+        with open(run_dir / "log.txt", "a") as log, contextlib.redirect_stdout(log):
+            return _run(job, bench_dir, config, start)
+    except UltraRLError as exc:
+        message = str(exc)
+    except Exception as exc:  # a bug in one run must not take the grid down; it is reported
+        message = f"{type(exc).__name__}: {exc}"
+        if job.kind == "run":
+            assert job.method is not None
+            log = run_dir_for(bench_dir, job.env_id, job.method["name"], job.seed) / "error.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            log.write_text(traceback.format_exc())
+    if job.kind == "run":
+        assert job.method is not None
+        error = run_dir_for(bench_dir, job.env_id, job.method["name"], job.seed) / "error.txt"
+        error.parent.mkdir(parents=True, exist_ok=True)
+        error.write_text(message + "\n")
+    return JobResult(job, "failed", message, time.perf_counter() - start)
+
+
+def _pretrain(path: Path, env_id: str, timesteps: int, seed: int) -> str:
+    from ultrarl.pipeline import pretrain
+
+    if path.exists():
+        return "skipped"
+    pretrain(env_id, timesteps, seed, path, progress_bar=False)
+    return "done"
+
+
+def _run(job: Job, bench_dir: Path, config: BenchConfig, start: float) -> JobResult:
+    import json
+
+    from ultrarl.config import RefineSettings, build_settings
+    from ultrarl.run_dir import RUN_MARKER, STARTED_MARKER, prepare_run_dir
+
+    assert job.method is not None
+    spec = MethodSpec.model_validate(job.method)
+    run_dir = run_dir_for(bench_dir, job.env_id, spec.name, job.seed)
+    if (run_dir / RUN_MARKER).exists():
+        after = json.loads((run_dir / "eval.json").read_text())["after"]
+        return JobResult(job, "skipped", wall_time_s=0.0, after_mean=after["mean"])
+    agent = agent_path(bench_dir, job.env_id, job.seed)
+    if not agent.exists():
+        raise UltraRLError(f"the sub-optimal agent {agent} was not trained (its job failed)")
+    if spec.method == "none":
+        return _evaluate_only(job, run_dir, agent, config, start)
+    values: dict[str, Any] = {
+        "env_id": job.env_id, "agent": str(agent), "seed": job.seed, "episodes": config.explain_episodes,
+        "llm": config.llm, "eval_episodes": config.eval_episodes, "timesteps": config.refine_timesteps,
+        "method": spec.method, **config.settings, **spec.settings,
+    }
+    if spec.method == "oracle":
+        values["expert"] = str(expert_path(bench_dir, config, job.env_id))
+    settings = build_settings(RefineSettings, values)
+    assert isinstance(settings, RefineSettings)
+    resume = (run_dir / STARTED_MARKER).exists()
+    run_dir = prepare_run_dir(run_dir, overwrite=False, resume=resume)
+    from ultrarl.pipeline import refine_agent
+
+    outcome = refine_agent(settings, run_dir, progress_bar=False, resume=resume)
+    return JobResult(job, "done", "resumed" if resume else "", time.perf_counter() - start, outcome.after.mean)
+
+
+def _evaluate_only(job: Job, run_dir: Path, agent: Path, config: BenchConfig, start: float) -> JobResult:
+    """``none``: the sub-optimal agent as it is, evaluated like every refined one."""
+    from ultrarl.evaluate.evaluation import evaluate_agent
+    from ultrarl.pipeline import EVAL_SEED_OFFSET
+    from ultrarl.refine.refiner import load_agent
+    from ultrarl.run_dir import RUN_MARKER, write_json, write_text_atomic
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    result = evaluate_agent(load_agent(agent), job.env_id, config.eval_episodes, job.seed + EVAL_SEED_OFFSET)
+    write_json(run_dir / "eval.json", {"before": result.to_dict(), "after": result.to_dict(), "method": "none"})
+    write_text_atomic(run_dir / RUN_MARKER, yaml.safe_dump({"env_id": job.env_id, "agent": str(agent),
+                                                             "method": "none", "seed": job.seed}))
+    return JobResult(job, "done", "", time.perf_counter() - start, result.mean)
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)  # workers share the cores instead of oversubscribing them
+
+
+@dataclass
+class GridRunner:
+    """Runs job lists on a local process pool or on Ray, reporting each result as it comes."""
+
+    workers: int = 1
+    backend: str = "local"
+    ray_address: str | None = None
+    on_result: Callable[[JobResult, int, int], None] | None = None
+    results: list[JobResult] = field(default_factory=list)
+
+    def run(self, jobs: list[Job]) -> list[JobResult]:
+        if not jobs:
+            return []
+        results = self._ray(jobs) if self.backend == "ray" else self._local(jobs)
+        self.results += results
+        return results
+
+    def _report(self, result: JobResult, done: int, total: int) -> None:
+        if self.on_result is not None:
+            self.on_result(result, done, total)
+
+    def _local(self, jobs: list[Job]) -> list[JobResult]:
+        if self.workers <= 1:
+            results = []
+            for i, job in enumerate(jobs, 1):
+                results.append(_execute(job))
+                self._report(results[-1], i, len(jobs))
+            return results
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        results = []
+        # spawn, not fork: torch and llama.cpp threads do not survive a fork reliably.
+        with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_init_worker,
+                                 initargs=(threads,)) as pool:
+            futures = [pool.submit(_execute, job) for job in jobs]
+            for i, future in enumerate(as_completed(futures), 1):
+                results.append(future.result())
+                self._report(results[-1], i, len(jobs))
+        return results
+
+    def _ray(self, jobs: list[Job]) -> list[JobResult]:
+        try:
+            import ray
+        except ImportError as exc:
+            raise UltraRLError("--backend ray needs Ray: pip install 'ultrarl[ray]'") from exc
+        started_here = not ray.is_initialized()
+        if started_here:
+            try:
+                ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False)
+            except Exception as exc:  # unreachable cluster address
+                raise UltraRLError(f"cannot connect to the Ray cluster at {self.ray_address}: {exc}") from exc
+        try:
+            remote = ray.remote(num_cpus=1)(_execute)
+            pending = {remote.remote(job): job for job in jobs}
+            results = []
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    pending.pop(ref)
+                    results.append(ray.get(ref))
+                    self._report(results[-1], len(results), len(jobs))
+            return results
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def plan_jobs(config: BenchConfig, bench_dir: Path) -> tuple[list[Job], list[Job], list[Job]]:
+    """(agents, experts, runs): agents and experts first, since the runs need them."""
+    data = config.model_dump(mode="json")
+    agents = [Job("agent", env, seed, str(bench_dir), data) for env in config.envs for seed in config.seeds]
+    wants_oracle = any(m.method == "oracle" for m in config.methods)
+    expert_envs = sorted({expert_env(config, env) for env in config.envs if env not in config.experts})
+    experts = [Job("expert", env, EXPERT_SEED, str(bench_dir), data) for env in expert_envs] if wants_oracle else []
+    runs = [
+        Job("run", env, seed, str(bench_dir), data, method.model_dump())
+        for env in config.envs
+        for method in config.methods
+        for seed in config.seeds
+    ]
+    return agents, experts, runs
+
+
+def run_grid(config: BenchConfig, bench_dir: Path, runner: GridRunner) -> list[JobResult]:
+    bench_dir.mkdir(parents=True, exist_ok=True)
+    (bench_dir / "bench.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    agents, experts, runs = plan_jobs(config, bench_dir)
+    # Agents and experts are independent of each other: one pool for both, then the runs.
+    return runner.run([*agents, *experts]) + runner.run(runs)
+
+
+def failed(results: Iterable[JobResult]) -> list[JobResult]:
+    return [r for r in results if r.status == "failed"]

@@ -1,0 +1,127 @@
+"""Snapshot and restore an environment's full state: resets to critical states (StateMask-R,
+RICE, ULTRA's --reset-prob) and counterfactual checks of suggestions (--verify) need them.
+
+One adapter per family:
+- MuJoCo: a copy of the whole ``MjData`` (time, qpos, qvel, actuator activations, warm-start
+  accelerations, controls and the derived quantities), so the next step is bit-for-bit the
+  original one;
+- classic control: the unwrapped ``state`` (and CartPole's post-termination counter);
+- ALE: ``cloneState(include_rng=True)`` (sticky actions draw from that RNG), plus what
+  ultrarl's Pong wrapper keeps (the previous RAM, for velocities).
+Every adapter also restores the ``TimeLimit`` step counter and returns the observation the
+agent saw at the snapshot. Environments without an adapter raise a clear error.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from ultrarl.errors import UltraRLError
+
+
+@dataclass
+class Snapshot:
+    family: str
+    state: Any
+    observation: np.ndarray
+    elapsed_steps: int | None
+
+
+def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
+    while isinstance(env, gym.Wrapper):
+        if isinstance(env, gym.wrappers.TimeLimit):
+            return env
+        env = env.env
+    return None
+
+
+def _wrapper_chain(env: gym.Env) -> list[gym.Env]:
+    chain = [env]
+    while isinstance(chain[-1], gym.Wrapper):
+        chain.append(chain[-1].env)
+    return chain
+
+
+def snapshot_family(env: gym.Env) -> str | None:
+    """Which adapter handles ``env``, or None when none does."""
+    base = env.unwrapped
+    if hasattr(base, "data") and hasattr(base, "model") and hasattr(base, "set_state"):
+        return "mujoco"
+    if hasattr(base, "ale"):
+        return "ale"
+    if hasattr(base, "state") and type(base).__module__.startswith("gymnasium.envs.classic_control"):
+        return "classic"
+    return None
+
+
+def supports_snapshots(env_id: str) -> bool:
+    from ultrarl.envs.factory import make_env
+
+    env = make_env(env_id)
+    try:
+        return snapshot_family(env) is not None
+    finally:
+        env.close()
+
+
+def require_snapshots(env_id: str, what: str) -> None:
+    if not supports_snapshots(env_id):
+        raise UltraRLError(
+            f"{what} needs environment snapshots, and {env_id} has no snapshot adapter "
+            "(MuJoCo, classic control and ALE environments have one)"
+        )
+
+
+def take_snapshot(env: gym.Env, observation: np.ndarray) -> Snapshot:
+    """The state of ``env`` now; ``observation`` is what the agent last saw."""
+    family = snapshot_family(env)
+    base: Any = env.unwrapped
+    if family == "mujoco":
+        import mujoco
+
+        # The whole MjData, derived quantities included: Gymnasium's rewards read positions
+        # that mj_step left from the start of the step, which mj_forward would recompute.
+        payload: Any = mujoco.MjData(base.model)
+        mujoco.mj_copyData(payload, base.model, base.data)
+    elif family == "ale":
+        # By position in the wrapper chain: a snapshot restores into another instance of the env too.
+        wrappers = [copy.deepcopy(getattr(w, "_previous_ram", None)) for w in _wrapper_chain(env)]
+        payload = (base.ale.cloneState(include_rng=True), wrappers)
+    elif family == "classic":
+        payload = {k: copy.deepcopy(v) for k, v in vars(base).items() if k in ("state", "steps_beyond_terminated")}
+    else:
+        raise UltraRLError(f"{env.spec.id if env.spec else type(base).__name__} has no snapshot adapter")
+    limit = _time_limit(env)
+    elapsed = int(limit._elapsed_steps) if limit is not None and limit._elapsed_steps is not None else None
+    return Snapshot(family, payload, np.array(observation, copy=True), elapsed)
+
+
+def restore_snapshot(env: gym.Env, snapshot: Snapshot) -> np.ndarray:
+    """Put ``env`` back into ``snapshot``'s state; returns the observation to act on.
+
+    The environment must have been reset once (Gymnasium's order enforcement)."""
+    base: Any = env.unwrapped
+    if snapshot.family == "mujoco":
+        import mujoco
+
+        mujoco.mj_copyData(base.data, base.model, snapshot.state)
+    elif snapshot.family == "ale":
+        ale_state, wrappers = snapshot.state
+        base.ale.restoreState(ale_state)
+        for wrapper, previous_ram in zip(_wrapper_chain(env), wrappers):
+            if previous_ram is not None:
+                wrapper._previous_ram = copy.deepcopy(previous_ram)  # type: ignore[attr-defined]
+    elif snapshot.family == "classic":
+        for key, value in snapshot.state.items():
+            setattr(base, key, copy.deepcopy(value))
+    else:
+        raise UltraRLError(f"unknown snapshot family {snapshot.family}")
+    limit = _time_limit(env)
+    if limit is not None and snapshot.elapsed_steps is not None:
+        limit._elapsed_steps = snapshot.elapsed_steps
+    return np.array(snapshot.observation, copy=True)

@@ -1,0 +1,113 @@
+"""RICE's refinement machinery: a mixed initial-state distribution and an RND exploration bonus.
+
+- ``CriticalStateResets``: an episode starts at a critical state (restored from a snapshot) with
+  probability p, otherwise at the environment's default start. p is the probability of the
+  *critical* start, as in the RICE paper (RICE's public code uses it the other way round).
+- ``RNDBonus``: random network distillation. A fixed random target network and a trained
+  predictor; the bonus is the predictor's error on the next observation, divided by a running
+  standard deviation of the bonus, times λ. It is added to the training reward only: the
+  Monitor wrapper inside sees the environment's reward, so the true return is logged apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+
+from ultrarl.envs.snapshot import Snapshot, restore_snapshot
+
+
+class CriticalStateResets(gym.Wrapper):
+    """Start an episode at a random critical state with probability ``reset_prob``."""
+
+    def __init__(self, env: gym.Env, snapshots: list[Snapshot], reset_prob: float, seed: int = 0) -> None:
+        super().__init__(env)
+        self.snapshots = snapshots
+        self.reset_prob = reset_prob
+        self.rng = np.random.default_rng(seed)
+        self.critical_starts = 0
+        self.default_starts = 0
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        if self.snapshots and self.rng.random() < self.reset_prob:
+            snapshot = self.snapshots[int(self.rng.integers(len(self.snapshots)))]
+            obs = restore_snapshot(self.env, snapshot)
+            self.critical_starts += 1
+            info = {**info, "critical_start": True}
+        else:
+            self.default_starts += 1
+        return obs, info
+
+
+def _mlp(inputs: int, outputs: int) -> th.nn.Module:
+    return th.nn.Sequential(th.nn.Linear(inputs, 64), th.nn.ReLU(), th.nn.Linear(64, 64), th.nn.ReLU(),
+                            th.nn.Linear(64, outputs))
+
+
+class RNDBonus(VecEnvWrapper):
+    """Adds ``weight`` x normalised RND novelty of the next observation to the reward."""
+
+    def __init__(self, venv: VecEnv, weight: float, seed: int = 0, learning_rate: float = 1e-4,
+                 batch_size: int = 256) -> None:
+        super().__init__(venv)
+        obs_dim = int(np.prod(venv.observation_space.shape))
+        generator = th.Generator().manual_seed(seed)
+        self.target = _mlp(obs_dim, 32)
+        self.predictor = _mlp(obs_dim, 32)
+        for net in (self.target, self.predictor):
+            for param in net.parameters():  # seeded, independent of the global torch RNG
+                param.data = th.randn(param.shape, generator=generator) * (1.0 / max(param.shape[-1], 1)) ** 0.5
+        self.target.requires_grad_(False)
+        self.optimizer = th.optim.Adam(self.predictor.parameters(), lr=learning_rate)
+        self.weight = weight
+        self.batch_size = batch_size
+        self.obs_stats = RunningMeanStd(shape=(obs_dim,))
+        self.bonus_stats = RunningMeanStd(shape=())
+        self._pending: list[np.ndarray] = []
+        self.bonus_sum = 0.0
+        self.bonus_count = 0
+
+    def _normalise(self, obs: np.ndarray) -> th.Tensor:
+        z = (obs - self.obs_stats.mean) / np.sqrt(self.obs_stats.var + 1e-8)
+        return th.as_tensor(np.clip(z, -5, 5), dtype=th.float32)
+
+    def novelty(self, obs: np.ndarray) -> np.ndarray:
+        with th.no_grad():
+            x = self._normalise(obs)
+            return ((self.predictor(x) - self.target(x)) ** 2).mean(dim=1).numpy()
+
+    def reset(self) -> Any:
+        return self.venv.reset()
+
+    def step_wait(self) -> Any:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        flat = np.asarray(obs, dtype=np.float64).reshape(self.num_envs, -1)
+        self.obs_stats.update(flat)
+        novelty = self.novelty(flat)
+        self.bonus_stats.update(novelty)
+        bonus = self.weight * novelty / np.sqrt(self.bonus_stats.var + 1e-8)
+        self.bonus_sum += float(bonus.sum())
+        self.bonus_count += len(bonus)
+        self._pending.append(flat)
+        if sum(len(p) for p in self._pending) >= self.batch_size:
+            self._train(np.concatenate(self._pending))
+            self._pending = []
+        return obs, rewards + bonus.astype(rewards.dtype), dones, infos
+
+    def _train(self, batch: np.ndarray) -> None:
+        x = self._normalise(batch)
+        loss = ((self.predictor(x) - self.target(x)) ** 2).mean()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+
+    def pop_mean_bonus(self) -> float:
+        mean = self.bonus_sum / self.bonus_count if self.bonus_count else 0.0
+        self.bonus_sum, self.bonus_count = 0.0, 0
+        return mean

@@ -1,0 +1,308 @@
+"""The report of a bench directory, rebuilt from what is on disk (``ultrarl report DIR``).
+
+- ``results.csv``: one row per run (final true return, evaluated without guidance).
+- Final return per environment and method: mean ± std across seeds.
+- rliable: interquartile mean (IQM) with 95% stratified-bootstrap confidence intervals, per
+  environment on raw returns and across environments on min-max normalised returns (per
+  environment, over every run of the grid), and the probability of improvement of each method
+  over ``ppo``.
+- Learning curves (PNG): true episodic return against refinement steps, mean ± std over seeds.
+- ``report.md`` and a self-contained ``report.html`` (plots embedded) with a sample of critical
+  states and the LLM's reasons.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from ultrarl.errors import UltraRLError
+
+BOOTSTRAP_REPS = 2000
+CURVE_BINS = 20
+ORACLE_NOTE = "oracle = an expert policy as the advisor: an upper bound, not a competitor"
+
+
+@dataclass
+class RunRow:
+    env_id: str
+    method: str  # the grid's method name
+    kind: str  # the ultrarl refine method (or none)
+    seed: int
+    status: str
+    before: float | None
+    after: float | None
+    after_std: float | None
+    run_dir: Path
+
+
+def collect_rows(bench_dir: Path) -> tuple[dict[str, Any], list[RunRow]]:
+    config_path = bench_dir / "bench.yaml"
+    if not config_path.exists():
+        raise UltraRLError(f"{bench_dir} holds no bench.yaml: not a bench directory")
+    config = yaml.safe_load(config_path.read_text())
+    rows = []
+    for env_id in config["envs"]:
+        for method in config["methods"]:
+            for seed in config["seeds"]:
+                run_dir = bench_dir / "runs" / env_id.replace("/", "_") / method["name"] / f"seed{seed}"
+                rows.append(_row(env_id, method, seed, run_dir))
+    return config, rows
+
+
+def _row(env_id: str, method: dict[str, Any], seed: int, run_dir: Path) -> RunRow:
+    eval_path = run_dir / "eval.json"
+    finished = (run_dir / "config.yaml").exists()
+    status = "done" if finished else "failed" if (run_dir / "error.txt").exists() else "missing"
+    before = after = after_std = None
+    if finished and eval_path.exists():
+        data = json.loads(eval_path.read_text())
+        before, after, after_std = data["before"]["mean"], data["after"]["mean"], data["after"]["std"]
+    return RunRow(env_id, method["name"], method["method"], seed, status, before, after, after_std, run_dir)
+
+
+def _scores(rows: list[RunRow], env_id: str, method: str) -> np.ndarray:
+    return np.array([r.after for r in rows if r.env_id == env_id and r.method == method and r.after is not None])
+
+
+def final_return_table(config: dict[str, Any], rows: list[RunRow]) -> list[dict[str, Any]]:
+    table = []
+    for env_id in config["envs"]:
+        for method in config["methods"]:
+            scores = _scores(rows, env_id, method["name"])
+            table.append({
+                "env": env_id, "method": method["name"], "runs": len(scores),
+                "mean": float(scores.mean()) if len(scores) else float("nan"),
+                "std": float(scores.std()) if len(scores) else float("nan"),
+            })
+    return table
+
+
+def rliable_estimates(config: dict[str, Any], rows: list[RunRow], seed: int = 0) -> dict[str, Any]:
+    """IQM (per env, raw; and across envs, normalised) and P(method > ppo), with 95% CIs."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    np.random.seed(seed)  # rliable's bootstrap draws from numpy's global RNG
+    envs = config["envs"]
+    names = [m["name"] for m in config["methods"]]
+    complete = [n for n in names if all(len(_scores(rows, e, n)) == len(config["seeds"]) for e in envs)]
+    out: dict[str, Any] = {"per_env": {}, "normalised_iqm": {}, "prob_improvement_over_ppo": {}}
+    if not complete:
+        return out
+
+    def iqm(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(x)])
+
+    for env_id in envs:
+        scores = {n: _scores(rows, env_id, n).reshape(-1, 1) for n in complete}
+        point, interval = rly.get_interval_estimates(scores, iqm, reps=BOOTSTRAP_REPS)
+        out["per_env"][env_id] = {n: _estimate(point[n], interval[n]) for n in complete}
+    # Min-max normalisation per environment over every run, so environments weigh alike.
+    matrix = {n: np.stack([_scores(rows, e, n) for e in envs], axis=1) for n in complete}
+    everything = np.concatenate([m for m in matrix.values()], axis=0)
+    low, high = everything.min(axis=0), everything.max(axis=0)
+    span = np.where(high - low > 0, high - low, 1.0)
+    normalised = {n: (m - low) / span for n, m in matrix.items()}
+    point, interval = rly.get_interval_estimates(normalised, iqm, reps=BOOTSTRAP_REPS)
+    out["normalised_iqm"] = {n: _estimate(point[n], interval[n]) for n in complete}
+    if "ppo" in complete:
+        pairs = {f"{n},ppo": (matrix[n], matrix["ppo"]) for n in complete if n != "ppo"}
+        if pairs:
+            point, interval = rly.get_interval_estimates(pairs, metrics.probability_of_improvement,
+                                                         reps=BOOTSTRAP_REPS)
+            out["prob_improvement_over_ppo"] = {k.split(",")[0]: _estimate(point[k], interval[k]) for k in pairs}
+    return out
+
+
+def _estimate(point: Any, interval: Any) -> dict[str, float]:
+    point = float(np.asarray(point).ravel()[0])
+    low, high = (float(v) for v in np.asarray(interval).reshape(2, -1)[:, 0])
+    return {"point": point, "low": low, "high": high}
+
+
+def learning_curves(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -> list[Path]:
+    """One PNG per environment: mean ± std over seeds of the binned true episodic return."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    edges = np.linspace(0, config["refine_timesteps"], CURVE_BINS + 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    for env_id in config["envs"]:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for method in config["methods"]:
+            env_rows = [r for r in rows if r.env_id == env_id and r.method == method["name"] and r.status == "done"]
+            if not env_rows:
+                continue
+            if method["method"] == "none":
+                level = np.mean([r.after for r in env_rows])
+                ax.axhline(level, color="grey", linestyle="--", label=f"{method['name']} (agent as is)")
+                continue
+            curves = [c for c in (_binned_curve(r.run_dir / "episodes.csv", edges) for r in env_rows) if c is not None]
+            if not curves:
+                continue
+            stacked = np.array(curves)
+            mean, std = np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
+            label = f"{method['name']} (upper bound)" if method["method"] == "oracle" else method["name"]
+            ax.plot(centres, mean, label=label, linestyle=":" if method["method"] == "oracle" else "-")
+            ax.fill_between(centres, mean - std, mean + std, alpha=0.15)
+        ax.set_title(f"{env_id}: true episodic return during refinement (mean ± std over seeds)")
+        ax.set_xlabel("refinement steps")
+        ax.set_ylabel("episodic return")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = out_dir / f"curve_{env_id.replace('/', '_')}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _binned_curve(path: Path, edges: np.ndarray) -> np.ndarray | None:
+    if not path.exists():
+        return None
+    with open(path) as f:
+        data = [(float(r["timestep"]), float(r["episodic_return"])) for r in csv.DictReader(f)]
+    if not data:
+        return None
+    steps, returns = np.array(data).T
+    curve = np.full(len(edges) - 1, np.nan)
+    for i in range(len(edges) - 1):
+        inside = (steps > edges[i]) & (steps <= edges[i + 1])
+        if inside.any():
+            curve[i] = returns[inside].mean()
+    # Carry the last value through bins without a finished episode (long episodes).
+    for i in range(1, len(curve)):
+        if np.isnan(curve[i]):
+            curve[i] = curve[i - 1]
+    return curve
+
+
+def critical_state_sample(rows: list[RunRow], limit: int = 12) -> list[dict[str, Any]]:
+    sample = []
+    for row in rows:
+        if row.kind not in ("ultra-a", "ultra-r", "ultra-ra") or row.status != "done":
+            continue
+        path = row.run_dir / "explanations.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        for line in lines[:2]:
+            state = json.loads(line)
+            sample.append({"env": row.env_id, "method": row.method, "seed": row.seed, **state})
+        if len(sample) >= limit:
+            break
+    return sample[:limit]
+
+
+def write_bench_report(bench_dir: Path) -> Path:
+    config, rows = collect_rows(bench_dir)
+    table = final_return_table(config, rows)
+    estimates = rliable_estimates(config, rows)
+    curves = learning_curves(config, rows, bench_dir)
+    sample = critical_state_sample(rows)
+    with open(bench_dir / "results.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["env", "method", "kind", "seed", "status", "before", "after", "after_std"])
+        for r in rows:
+            writer.writerow([r.env_id, r.method, r.kind, r.seed, r.status, r.before, r.after, r.after_std])
+    (bench_dir / "estimates.json").write_text(json.dumps(estimates, indent=2) + "\n")
+    markdown = render_markdown(config, rows, table, estimates, curves, sample)
+    (bench_dir / "report.md").write_text(markdown)
+    (bench_dir / "report.html").write_text(render_html(markdown, curves))
+    return bench_dir / "report.md"
+
+
+def _fmt(e: dict[str, float] | None) -> str:
+    return f"{e['point']:.2f} [{e['low']:.2f}, {e['high']:.2f}]" if e else "n/a"
+
+
+def render_markdown(
+    config: dict[str, Any], rows: list[RunRow], table: list[dict[str, Any]], estimates: dict[str, Any],
+    curves: list[Path], sample: list[dict[str, Any]],
+) -> str:
+    seeds = config["seeds"]
+    lines = [f"# ultrarl bench: {config['name']}", "",
+             f"Environments {', '.join(config['envs'])}; seeds {seeds}; sub-optimal agents: PPO "
+             f"{config['pretrain_timesteps']} steps; refinement budget {config['refine_timesteps']} steps for "
+             f"every method; evaluation {config['eval_episodes']} deterministic episodes without guidance; "
+             f"LLM {config['llm']}. {ORACLE_NOTE}.", ""]
+    failures = [r for r in rows if r.status != "done"]
+    if failures:
+        lines += [f"**{len(failures)} of {len(rows)} runs did not finish:** "
+                  + "; ".join(f"{r.env_id} {r.method} seed {r.seed} ({r.status})" for r in failures[:10]), ""]
+    lines += ["## Final true return (mean ± std over seeds)", "", "| env | method | runs | mean | std |",
+              "|---|---|---:|---:|---:|"]
+    lines += [f"| {t['env']} | {t['method']} | {t['runs']} | {t['mean']:.1f} | {t['std']:.1f} |" for t in table]
+    lines += ["", "## Interquartile mean with 95% stratified-bootstrap CIs (rliable)", ""]
+    per_env = estimates.get("per_env", {})
+    if per_env:
+        methods = list(next(iter(per_env.values())))
+        lines += ["| method | " + " | ".join(per_env) + " | all envs (normalised) |",
+                  "|---|" + "---:|" * (len(per_env) + 1)]
+        for m in methods:
+            cells = [_fmt(per_env[e].get(m)) for e in per_env]
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {_fmt(estimates['normalised_iqm'].get(m))} |")
+    else:
+        lines.append("(no method has every seed finished)")
+    improvement = estimates.get("prob_improvement_over_ppo", {})
+    if improvement:
+        lines += ["", "## Probability of improvement over continued PPO", "", "| method | P(method > ppo) [95% CI] |",
+                  "|---|---:|"]
+        lines += [f"| {m} | {_fmt(e)} |" for m, e in improvement.items()]
+    lines += ["", "## Learning curves", ""]
+    lines += [f"![{p.stem}]({p.name})" for p in curves]
+    if sample:
+        lines += ["", "## Sample of critical states and the LLM's reasons", "",
+                  "| env | method | seed | episode | step | agent action | suggested | r_LLM | reason |",
+                  "|---|---|---:|---:|---:|---|---|---:|---|"]
+        for s in sample:
+            reason = (s["rationale"] or "(none)").replace("|", "\\|")
+            lines.append(f"| {s['env']} | {s['method']} | {s['seed']} | {s['episode']} | {s['step']} | "
+                         f"{s['agent_action_text']} | {s['suggested_action_text']} | {s['implicit_reward']:+.2f} | "
+                         f"{reason} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_html(markdown: str, curves: list[Path]) -> str:
+    """A self-contained page: the Markdown's tables as HTML tables, plots embedded as data URIs."""
+    images = {p.name: base64.b64encode(p.read_bytes()).decode() for p in curves}
+    body: list[str] = []
+    table: list[list[str]] = []
+
+    def flush() -> None:
+        if table:
+            head, *rest = table
+            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
+                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rest)
+                        + "</table>")
+            table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [html.escape(c.strip().replace("\\|", "|")) for c in line.strip("|").split(" | ")]
+            if not all(set(c) <= set("-:") for c in cells):
+                table.append(cells)
+            continue
+        flush()
+        if line.startswith("!["):
+            name = line[line.index("(") + 1 : -1]
+            body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{images.get(name, "")}">')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line).replace('**', '')}</p>")
+    flush()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
+             "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>ultrarl bench</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"

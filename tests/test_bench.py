@@ -1,0 +1,100 @@
+"""``ultrarl bench``: a grid on a local process pool and on Ray, resumable, failures reported and
+isolated, and a report with rliable estimates and plots rebuilt from disk."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ultrarl.cli import main
+
+TINY = {
+    "name": "tiny",
+    "envs": ["CartPole-v1"],
+    "methods": ["none", "ppo", "random",
+                {"name": "broken", "method": "ppo", "settings": {"token_budget": 10}}],
+    "seeds": [0, 1],
+    "pretrain_timesteps": 1024,
+    "refine_timesteps": 2048,
+    "eval_episodes": 2,
+    "explain_episodes": 2,
+}
+
+
+def _bench(tmp_path: Path, config: dict, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str, str]:
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code = main(["bench", str(path), "--out", str(tmp_path / "out"), *extra])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_local_grid_is_resumable_isolates_failures_and_reports(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = _bench(tmp_path, TINY, capsys, "--workers", "2")
+    assert code == 1 and "2 of 10 jobs failed" in err  # 2 agents + 8 runs; the broken method fails
+    assert "broken seed 0: failed" in out and "token_budget" in out
+    bench = tmp_path / "out"
+    assert len(list((bench / "agents" / "CartPole-v1").glob("*.zip"))) == 2  # one agent per seed, shared
+    with open(bench / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8 and sum(r["status"] == "done" for r in rows) == 6
+    # The same agent, evaluated the same way: "none" reports the before of every method's run.
+    for seed in (0, 1):
+        none = json.loads((bench / "runs/CartPole-v1/none" / f"seed{seed}" / "eval.json").read_text())
+        ppo = json.loads((bench / "runs/CartPole-v1/ppo" / f"seed{seed}" / "eval.json").read_text())
+        assert none["after"]["returns"] == ppo["before"]["returns"]
+    estimates = json.loads((bench / "estimates.json").read_text())
+    for method in ("none", "ppo", "random"):
+        e = estimates["per_env"]["CartPole-v1"][method]
+        assert e["low"] <= e["point"] <= e["high"]
+    assert set(estimates["prob_improvement_over_ppo"]) == {"none", "random"}
+    report = (bench / "report.md").read_text()
+    assert "Interquartile mean" in report and "Probability of improvement" in report and "curve_CartPole-v1.png" in report
+    page = (bench / "report.html").read_text()
+    assert "data:image/png;base64," in page and "<table>" in page
+    # Again: finished runs are found on disk and skipped, nothing is recomputed.
+    stamps = {p: p.stat().st_mtime_ns for p in bench.glob("runs/*/*/*/eval.json")}
+    code, out, _ = _bench(tmp_path, TINY, capsys)
+    assert code == 1 and out.count(": skipped") == 8
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    # The report is rebuilt from disk alone.
+    (bench / "report.md").unlink()
+    assert main(["report", str(bench)]) == 0 and (bench / "report.md").exists()
+
+
+def test_grid_on_ray(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("ray")
+    config = {**TINY, "methods": ["none", "ppo"], "seeds": [0]}
+    code, out, err = _bench(tmp_path, config, capsys, "--backend", "ray")
+    assert code == 0, err
+    assert out.count(": done") == 3  # 1 agent, 2 runs
+    assert json.loads((tmp_path / "out/runs/CartPole-v1/ppo/seed0/eval.json").read_text())["after"]["episodes"] == 2
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({**TINY, "methods": ["magic"]}, "unknown method 'magic'"),
+        ({**TINY, "seeds": []}, "invalid setting seeds"),
+        ({**TINY, "surprise": 1}, "invalid setting surprise"),
+        ({**TINY, "methods": ["ppo", "ppo"]}, "method names must be unique"),
+    ],
+)
+def test_bad_bench_configs_are_one_line(tmp_path: Path, capsys, config: dict, message: str) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = _bench(tmp_path, config, capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_directory_report_is_rebuilt(cartpole_agent_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    run_dir = tmp_path / "run"
+    assert main(["refine", "CartPole-v1", "--agent", str(cartpole_agent_path), "--method", "ppo", "--timesteps",
+                 "2048", "--eval-episodes", "2", "--run-dir", str(run_dir)]) == 0
+    (run_dir / "report.md").unlink()
+    assert main(["report", str(run_dir)]) == 0
+    assert "after ppo" in (run_dir / "report.md").read_text()
+    assert "data:image/png;base64," in (run_dir / "report.html").read_text()
+    capsys.readouterr()
