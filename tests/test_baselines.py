@@ -167,3 +167,25 @@ def test_ultra_with_resets_verify_and_two_rounds_through_the_local_model(
     with open(run_dir / "episodes.csv") as f:
         steps = [int(r["timestep"]) for r in csv.DictReader(f)]
     assert steps == sorted(steps) and steps[-1] > 2048  # round 2's episodes continue the curve
+
+
+def test_rnd_state_survives_a_checkpoint(cartpole_agent_path: Path, tmp_path: Path) -> None:
+    from ultrarl.refine.checkpoint import latest_checkpoint
+    from ultrarl.refine.refiner import Refiner
+
+    env = make_env("CartPole-v1")
+    obs, _ = env.reset(seed=0)
+    pool = [take_snapshot(env, obs)]
+    options = dict(method="rice", initial_states=pool, reset_prob=0.25, rnd_weight=0.01, seed=0)
+    refiner = Refiner(cartpole_agent_path, "CartPole-v1", **options)
+    refiner.refine(4096, checkpoint_dir=tmp_path, checkpoint_every=2048)
+    checkpoint = latest_checkpoint(tmp_path)
+    assert checkpoint is not None and "rnd" in checkpoint.state
+    resumed = Refiner.from_checkpoint(checkpoint, "CartPole-v1", **options)
+    probe = np.random.default_rng(1).normal(size=(8, 4))
+    assert isinstance(resumed.env, RNDBonus)
+    saved = RNDBonus(make_vec_env("CartPole-v1"), 0.01)
+    saved.load_state(checkpoint.state["rnd"])
+    np.testing.assert_allclose(resumed.env.novelty(probe), saved.novelty(probe))
+    fresh = RNDBonus(make_vec_env("CartPole-v1"), 0.01, seed=0)
+    assert not np.allclose(fresh.novelty(probe), resumed.env.novelty(probe))  # the trained predictor came back

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from stable_baselines3 import PPO
-
 from test_llm_servers import GOOD, FaultServer, answer
+
 from ultrarl.cli import main
 from ultrarl.envs.rollout import load_trajectories
 

@@ -94,15 +94,20 @@ def settings_to_yaml(settings: BaseModel) -> str:
     return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
 
 
-def load_settings_file(path: Path, cls: type[BaseModel], overrides: dict[str, Any]) -> BaseModel:
-    """A YAML config, with command-line values on top; unknown keys are an error."""
+def read_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
+    """A YAML file that must hold a mapping, or a one-line error naming ``what`` it is."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
-        raise UltraRLError(f"cannot read config {path}: {exc}") from exc
+        raise UltraRLError(f"cannot read {what} {path}: {exc}") from exc
     if not isinstance(data, dict):
-        raise UltraRLError(f"config {path} must be a YAML mapping")
-    return build_settings(cls, {**data, **overrides})
+        raise UltraRLError(f"{what} {path} must be a YAML mapping")
+    return data
+
+
+def load_settings_file(path: Path, cls: type[BaseModel], overrides: dict[str, Any]) -> BaseModel:
+    """A YAML config, with command-line values on top; unknown keys are an error."""
+    return build_settings(cls, {**read_yaml_mapping(path), **overrides})
 
 
 def build_settings(cls: type[BaseModel], values: dict[str, Any]) -> BaseModel:

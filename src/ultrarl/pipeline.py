@@ -18,22 +18,22 @@ from stable_baselines3.common.logger import Logger
 
 from ultrarl.config import ExplainSettings, RefineSettings, method_defaults, settings_to_yaml
 from ultrarl.envs.factory import check_agent_spaces, make_vec_env, validate_env_id
-from ultrarl.envs.snapshot import Snapshot, require_snapshots
 from ultrarl.envs.rollout import Trajectory, collect_trajectories, save_trajectories
+from ultrarl.envs.snapshot import Snapshot, require_snapshots
 from ultrarl.errors import UltraRLError
 from ultrarl.evaluate.evaluation import EvalResult, evaluate_agent
-from ultrarl.explain.explainer import CriticalState, Explainer, read_explanations, write_explanations
 from ultrarl.explain.baselines import mask_critical_states, random_critical_states
+from ultrarl.explain.explainer import CriticalState, Explainer, read_explanations, write_explanations
 from ultrarl.explain.frames import save_critical_frames
 from ultrarl.explain.mask_network import train_mask_network
 from ultrarl.explain.oracle import ORACLE_LABEL, oracle_critical_states
 from ultrarl.explain.prompts import PROMPT_VERSION, EpisodePrompt, build_episode_prompt
 from ultrarl.guidance.table import GuidanceTable, reward_scale
+from ultrarl.guidance.verify import verify_suggestions
 from ultrarl.interpret.describer import StateDescriber
 from ultrarl.llm.factory import make_llm_client, token_counter
 from ultrarl.llm.ledger import UsageLedger
 from ultrarl.refine.checkpoint import latest_checkpoint, remove_checkpoints
-from ultrarl.guidance.verify import verify_suggestions
 from ultrarl.refine.refiner import GUIDED_METHODS, RESET_METHODS, ULTRA_METHODS, Refiner, check_method, load_agent
 from ultrarl.report.console import console
 from ultrarl.report.markdown import write_report

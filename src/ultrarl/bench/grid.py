@@ -80,15 +80,9 @@ class BenchConfig(BaseModel):
 
 
 def load_bench_config(path: Path) -> BenchConfig:
-    from ultrarl.config import build_settings
+    from ultrarl.config import build_settings, read_yaml_mapping
 
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UltraRLError(f"cannot read bench config {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise UltraRLError(f"bench config {path} must be a YAML mapping")
-    config = build_settings(BenchConfig, data)
+    config = build_settings(BenchConfig, read_yaml_mapping(path, "bench config"))
     assert isinstance(config, BenchConfig)
     names = [m.name for m in config.methods]
     if len(set(names)) != len(names):
@@ -244,7 +238,15 @@ def _evaluate_only(job: Job, run_dir: Path, agent: Path, config: BenchConfig, st
 def _init_worker(threads: int) -> None:
     import torch
 
-    torch.set_num_threads(threads)  # workers share the cores instead of oversubscribing them
+    # Workers share the cores instead of oversubscribing them: torch and the embedded LLM.
+    torch.set_num_threads(threads)
+    os.environ["ULTRARL_LLM_THREADS"] = str(threads)
+
+
+def _execute_on_one_core(job: Job) -> JobResult:
+    """A Ray task holds one CPU: torch and the embedded LLM use one thread."""
+    _init_worker(1)
+    return _execute(job)
 
 
 @dataclass
@@ -298,7 +300,7 @@ class GridRunner:
             except Exception as exc:  # unreachable cluster address
                 raise UltraRLError(f"cannot connect to the Ray cluster at {self.ray_address}: {exc}") from exc
         try:
-            remote = ray.remote(num_cpus=1)(_execute)
+            remote = ray.remote(num_cpus=1)(_execute_on_one_core)
             pending = {remote.remote(job): job for job in jobs}
             results = []
             while pending:

@@ -8,6 +8,7 @@ report and the reset pool are built the same way for every method.
 from __future__ import annotations
 
 import numpy as np
+
 from ultrarl.envs.rollout import Trajectory
 from ultrarl.explain.explainer import CriticalState, as_json_action
 from ultrarl.explain.mask_network import MaskNetwork, critical_steps_by_mask, random_critical_steps

@@ -7,8 +7,8 @@ from importlib import resources
 import gymnasium as gym
 import numpy as np
 
-from ultrarl.interpret.specs import EnvSpec, Quantity, spec_for
 from ultrarl.errors import UltraRLError
+from ultrarl.interpret.specs import EnvSpec, Quantity, spec_for
 
 
 class StateDescriber:

@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from typing import Any
 
 import gymnasium as gym
@@ -106,6 +108,25 @@ class RNDBonus(VecEnvWrapper):
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
+
+    def state(self) -> str:
+        """Predictor, optimiser and running statistics, for checkpoints (base64 of torch.save)."""
+        buffer = io.BytesIO()
+        th.save({
+            "predictor": self.predictor.state_dict(), "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "obs_stats": (self.obs_stats.mean, self.obs_stats.var, self.obs_stats.count),
+            "bonus_stats": (self.bonus_stats.mean, self.bonus_stats.var, self.bonus_stats.count),
+        }, buffer)
+        return base64.b64encode(buffer.getvalue()).decode()
+
+    def load_state(self, encoded: str) -> None:
+        data = th.load(io.BytesIO(base64.b64decode(encoded)), weights_only=False)
+        self.predictor.load_state_dict(data["predictor"])
+        self.target.load_state_dict(data["target"])
+        self.optimizer.load_state_dict(data["optimizer"])
+        self.obs_stats.mean, self.obs_stats.var, self.obs_stats.count = data["obs_stats"]
+        self.bonus_stats.mean, self.bonus_stats.var, self.bonus_stats.count = data["bonus_stats"]
 
     def pop_mean_bonus(self) -> float:
         mean = self.bonus_sum / self.bonus_count if self.bonus_count else 0.0

@@ -19,14 +19,14 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger, configure
 
 from ultrarl.envs.factory import check_agent_spaces, make_vec_env
+from ultrarl.envs.snapshot import Snapshot
 from ultrarl.errors import UltraRLError
 from ultrarl.guidance.table import GuidanceTable
-from ultrarl.run_dir import write_bytes_atomic
-from ultrarl.envs.snapshot import Snapshot
 from ultrarl.refine.callbacks import ExplorationLogger, TrueReturnLogger
-from ultrarl.refine.exploration import CriticalStateResets, RNDBonus
 from ultrarl.refine.checkpoint import Checkpoint, PeriodicCheckpoint
+from ultrarl.refine.exploration import CriticalStateResets, RNDBonus
 from ultrarl.refine.guided_ppo import GuidedPPO, Modulation
+from ultrarl.run_dir import write_bytes_atomic
 
 Method = Literal["ultra-a", "ultra-r", "ultra-ra", "ppo", "statemask-r", "rice", "random", "oracle"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -69,7 +69,8 @@ def load_agent(path: str | Path, cls: type[PPO] = PPO, **kwargs: object) -> PPO:
 
 
 class Refiner:
-    """Refines a sub-optimal PPO agent with one of ULTRA's variants or plain continued PPO."""
+    """Refines a sub-optimal PPO agent with one of ULTRA's variants or a baseline: continued PPO,
+    StateMask-R, RICE, random (resets to critical states, RND) or the oracle (an expert advisor)."""
 
     def __init__(
         self,
@@ -171,6 +172,8 @@ class Refiner:
         if isinstance(self.model, GuidedPPO) and self.model.modulation is not None:
             state["modulation_total"] = dict(self.model.modulation_stats.total)
             state["override_rng"] = self.model._override_rng.bit_generator.state
+        if isinstance(self.env, RNDBonus):
+            state["rnd"] = self.env.state()
         return state
 
     @classmethod
@@ -186,6 +189,8 @@ class Refiner:
         if isinstance(refiner.model, GuidedPPO) and "modulation_total" in checkpoint.state:
             refiner.model.modulation_stats.total = dict(checkpoint.state["modulation_total"])
             refiner.model._override_rng.bit_generator.state = checkpoint.state["override_rng"]
+        if isinstance(refiner.env, RNDBonus) and "rnd" in checkpoint.state:
+            refiner.env.load_state(checkpoint.state["rnd"])
         return refiner
 
     @property

@@ -157,9 +157,9 @@ def learning_curves(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -
             label = f"{method['name']} (upper bound)" if method["method"] == "oracle" else method["name"]
             ax.plot(centres, mean, label=label, linestyle=":" if method["method"] == "oracle" else "-")
             ax.fill_between(centres, mean - std, mean + std, alpha=0.15)
-        ax.set_title(f"{env_id}: true episodic return during refinement (mean ± std over seeds)")
+        ax.set_title(f"{env_id}: true return during refinement")
         ax.set_xlabel("refinement steps")
-        ax.set_ylabel("episodic return")
+        ax.set_ylabel("episodic return (mean ± std over seeds)")
         ax.legend(fontsize=8)
         fig.tight_layout()
         path = out_dir / f"curve_{env_id.replace('/', '_')}.png"
@@ -169,11 +169,16 @@ def learning_curves(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -
     return paths
 
 
-def _binned_curve(path: Path, edges: np.ndarray) -> np.ndarray | None:
+def read_curve(path: Path) -> list[tuple[float, float]]:
+    """(timestep, true episodic return) pairs of a run's episodes.csv ([] when absent)."""
     if not path.exists():
-        return None
+        return []
     with open(path) as f:
-        data = [(float(r["timestep"]), float(r["episodic_return"])) for r in csv.DictReader(f)]
+        return [(float(r["timestep"]), float(r["episodic_return"])) for r in csv.DictReader(f)]
+
+
+def _binned_curve(path: Path, edges: np.ndarray) -> np.ndarray | None:
+    data = read_curve(path)
     if not data:
         return None
     steps, returns = np.array(data).T

@@ -8,7 +8,7 @@ from pathlib import Path
 from ultrarl.errors import UltraRLError
 from ultrarl.evaluate.evaluation import EvalResult
 from ultrarl.explain.explainer import read_explanations
-from ultrarl.report.bench_report import render_html, write_bench_report
+from ultrarl.report.bench_report import read_curve, render_html, write_bench_report
 from ultrarl.report.markdown import write_report
 
 
@@ -41,13 +41,7 @@ def write_run_report(run_dir: Path) -> Path:
 
 
 def _plot_curve(run_dir: Path) -> Path | None:
-    import csv
-
-    path = run_dir / "episodes.csv"
-    if not path.exists():
-        return None
-    with open(path) as f:
-        data = [(float(r["timestep"]), float(r["episodic_return"])) for r in csv.DictReader(f)]
+    data = read_curve(run_dir / "episodes.csv")
     if not data:
         return None
     import matplotlib
