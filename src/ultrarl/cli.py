@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_explain_options(p)
     p.add_argument("--dry-run", action="store_true", help="print the rendered prompts; no LLM call, nothing written")
 
-    p = sub.add_parser("refine", help="refine an agent with ULTRA-A/R/RA or continued PPO")
+    p = sub.add_parser("refine", help="refine an agent with ULTRA-A/R/RA or a baseline (ppo, statemask-r, rice, ...)")
     _add_explain_options(p)
     p.add_argument("--method", default=None,
                    help="ultra-a, ultra-r, ultra-ra (default); baselines ppo, statemask-r, rice, random, oracle")
