@@ -68,13 +68,6 @@ class ExplainOutcome:
     wall_time_s: float
 
 
-def _write_explain_progress(path: Path, rows: list[dict[str, float]]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["episode"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def make_describer(settings: ExplainSettings, agent: PPO) -> StateDescriber:
     """The environment's describer; names and context from the settings override the built-in ones."""
     context = None
@@ -190,7 +183,7 @@ def explain_agent(
                                            "identify_wall_time_s": time.perf_counter() - identify_start})
     table.save(run_dir / "guidance.npz")
     write_json(run_dir / "llm_usage.json", usage)
-    _write_explain_progress(run_dir / progress_name, rows)
+    _write_csv(run_dir / progress_name, rows, list(rows[0]) if rows else ["episode"])
     keys = [explainer.cache_keys[t.episode] for t in trajectories]
     write_json(
         run_dir / "manifest.json",
@@ -483,7 +476,7 @@ def _read_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
         return list(reader), list(reader.fieldnames or [])
 
 
-def _write_csv(path: Path, rows: list[dict[str, str]], fields: list[str]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, restval="")
