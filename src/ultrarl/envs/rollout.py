@@ -81,6 +81,13 @@ def collect_trajectories(
     return trajectories
 
 
+def env_action(action: object) -> int | np.ndarray:
+    """An action as Gymnasium's ``step`` takes it: a Python int (discrete) or a float32 array,
+    from a recorded numpy action or an LLM's JSON one."""
+    arr = np.asarray(action)
+    return int(arr.item()) if arr.ndim == 0 else arr.astype(np.float32, copy=False)
+
+
 def save_trajectories(trajectories: list[Trajectory], path: Path) -> None:
     """All episodes in one npz: concatenated arrays plus per-episode offsets."""
     lengths = np.array([t.length for t in trajectories], dtype=np.int64)

@@ -33,11 +33,7 @@ class Snapshot:
 
 
 def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
-    while isinstance(env, gym.Wrapper):
-        if isinstance(env, gym.wrappers.TimeLimit):
-            return env
-        env = env.env
-    return None
+    return next((w for w in _wrapper_chain(env) if isinstance(w, gym.wrappers.TimeLimit)), None)
 
 
 def _wrapper_chain(env: gym.Env) -> list[gym.Env]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ultrarl.envs.factory import make_env
-from ultrarl.envs.rollout import Trajectory
+from ultrarl.envs.rollout import Trajectory, env_action
 from ultrarl.errors import UltraRLError
 from ultrarl.explain.explainer import CriticalState
 
@@ -62,12 +62,7 @@ def save_critical_frames(
 def _replay_to(env, trajectory: Trajectory, step: int) -> np.ndarray | None:  # type: ignore[no-untyped-def]
     obs, _ = env.reset(seed=trajectory.seed)
     for t in range(step):
-        obs, *_ = env.step(_env_action(trajectory.actions[t]))
+        obs, *_ = env.step(env_action(trajectory.actions[t]))
     if not np.allclose(np.asarray(obs, dtype=np.float32).ravel(), trajectory.observations[step], atol=1e-4):
         return None
     return np.asarray(env.render())
-
-
-def _env_action(action: np.ndarray) -> int | np.ndarray:
-    arr = np.asarray(action)
-    return int(arr.item()) if arr.ndim == 0 else arr

@@ -17,7 +17,7 @@ import numpy as np
 from stable_baselines3 import PPO
 
 from ultrarl.envs.factory import make_env
-from ultrarl.envs.rollout import Trajectory
+from ultrarl.envs.rollout import Trajectory, env_action
 from ultrarl.envs.snapshot import restore_snapshot
 from ultrarl.explain.explainer import CriticalState
 
@@ -51,10 +51,6 @@ def _short_return(env, agent: PPO, snapshot, first_action, horizon: int, seed: i
     return total
 
 
-def _env_action(action: int | list[float]) -> int | np.ndarray:
-    return action if isinstance(action, int) else np.asarray(action, dtype=np.float32)
-
-
 def verify_suggestions(
     states: list[CriticalState],
     trajectories: list[Trajectory],
@@ -81,9 +77,9 @@ def verify_suggestions(
             report.checked += 1
             # Common random numbers: sample i of both arms starts from the same env seed.
             seeds = [seed + 1000 * index + i for i in range(samples)]
-            suggested = np.mean([_short_return(env, agent, snapshot, _env_action(state.suggested_action), horizon, s)
+            suggested = np.mean([_short_return(env, agent, snapshot, env_action(state.suggested_action), horizon, s)
                                  for s in seeds])
-            own = np.mean([_short_return(env, agent, snapshot, _env_action(state.agent_action), horizon, s)
+            own = np.mean([_short_return(env, agent, snapshot, env_action(state.agent_action), horizon, s)
                            for s in seeds])
             gap = float(suggested - own)
             report.gaps.append(gap)

@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ultrarl.bench.grid import run_dir_for
 from ultrarl.errors import UltraRLError
+from ultrarl.run_dir import RUN_MARKER
 
 BOOTSTRAP_REPS = 2000
 CURVE_BINS = 20
@@ -53,14 +55,13 @@ def collect_rows(bench_dir: Path) -> tuple[dict[str, Any], list[RunRow]]:
     for env_id in config["envs"]:
         for method in config["methods"]:
             for seed in config["seeds"]:
-                run_dir = bench_dir / "runs" / env_id.replace("/", "_") / method["name"] / f"seed{seed}"
-                rows.append(_row(env_id, method, seed, run_dir))
+                rows.append(_row(env_id, method, seed, run_dir_for(bench_dir, env_id, method["name"], seed)))
     return config, rows
 
 
 def _row(env_id: str, method: dict[str, Any], seed: int, run_dir: Path) -> RunRow:
     eval_path = run_dir / "eval.json"
-    finished = (run_dir / "config.yaml").exists()
+    finished = (run_dir / RUN_MARKER).exists()
     status = "done" if finished else "failed" if (run_dir / "error.txt").exists() else "missing"
     before = after = after_std = None
     if finished and eval_path.exists():
