@@ -15,6 +15,7 @@ from pathlib import Path
 from ultrarl.cli import main as ultrarl_main
 from ultrarl.llm.local_server import local_llama_server
 from ultrarl.pipeline import pretrain
+from ultrarl.settings import PretrainSettings
 
 
 def main() -> None:
@@ -24,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="ultrarl-bench-"))
     agent = work / "agent.zip"
-    pretrain(args.env, 2048, 0, agent, progress_bar=False)
+    pretrain(PretrainSettings(env_id=args.env, timesteps=2048, seed=0, out=str(agent)), progress_bar=False)
     with local_llama_server("smollm2") as url:
         results = {}
         for concurrency in (1, 4):

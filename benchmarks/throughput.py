@@ -17,9 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from ultrarl.config import RefineSettings
-from ultrarl.pipeline import explain_agent, pretrain
-from ultrarl.refine.refiner import Refiner
+from ultrarl.methods import get_method
+from ultrarl.pipeline import pretrain
+from ultrarl.refine.refiner import Refiner, load_checked_agent
+from ultrarl.settings import PretrainSettings, RefineSettings
+from ultrarl.stages import identify
 
 
 def _steps_per_second(agent: Path, env_id: str, method: str, table, timesteps: int, seed: int) -> float:  # type: ignore[no-untyped-def]
@@ -45,15 +47,17 @@ def main() -> None:
         agent = args.agent
         if agent is None:
             agent = work / "agent.zip"
-            pretrain(args.env, 30_000, 0, agent, progress_bar=False)
-        settings = RefineSettings(env_id=args.env, agent=str(agent), episodes=args.episodes, llm=args.llm,
-                                  token_budget=args.token_budget, eval_episodes=2, cache_dir=str(work / "cache"))
+            pretrain(PretrainSettings(env_id=args.env, timesteps=30_000, seed=0, out=str(agent)), progress_bar=False)
+        settings = RefineSettings(env_id=args.env, agent=str(agent), episodes=args.episodes, eval_episodes=2,
+                                  token_budget=args.token_budget,
+                                  llm={"model": args.llm, "cache_dir": str(work / "cache")})
+        loaded = load_checked_agent(agent, args.env)
         costs = {}
         for label in ("empty cache", "warm cache"):
             run_dir = work / label.replace(" ", "-")
             run_dir.mkdir()
             start = time.perf_counter()
-            outcome = explain_agent(settings, run_dir)
+            outcome = identify(settings, get_method("ultra-ra"), run_dir, loaded)
             costs[label] = (outcome.usage, time.perf_counter() - start)
         table = outcome.table
 

@@ -13,16 +13,18 @@ os.environ.setdefault("ULTRARL_CACHE_DIR", str(Path(__file__).resolve().parent.p
 def cartpole_agent_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real (barely trained) SB3 PPO zip on disk, shared by the tests."""
     from ultrarl.pipeline import pretrain
+    from ultrarl.settings import PretrainSettings
 
     path = tmp_path_factory.mktemp("agents") / "cartpole.zip"
-    pretrain("CartPole-v1", 512, 0, path, progress_bar=False)
+    pretrain(PretrainSettings(env_id="CartPole-v1", timesteps=512, seed=0, out=str(path)), progress_bar=False)
     return path
 
 
 @pytest.fixture(scope="session")
 def pendulum_agent_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ultrarl.pipeline import pretrain
+    from ultrarl.settings import PretrainSettings
 
     path = tmp_path_factory.mktemp("agents") / "pendulum.zip"
-    pretrain("Pendulum-v1", 256, 0, path, progress_bar=False)
+    pretrain(PretrainSettings(env_id="Pendulum-v1", timesteps=256, seed=0, out=str(path)), progress_bar=False)
     return path

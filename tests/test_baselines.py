@@ -16,7 +16,7 @@ from ultrarl.envs.factory import make_env, make_vec_env
 from ultrarl.envs.rollout import collect_trajectories
 from ultrarl.envs.snapshot import take_snapshot
 from ultrarl.explain.explainer import CriticalState
-from ultrarl.guidance.verify import verify_suggestions
+from ultrarl.guidance.verify import VerifySettings, significant, verify_suggestions
 from ultrarl.refine.exploration import CriticalStateResets, RNDBonus
 
 
@@ -64,21 +64,24 @@ def test_oracle_suggests_the_experts_actions_and_is_labelled(
     cartpole_agent_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from ultrarl.pipeline import pretrain
+    from ultrarl.settings import PretrainSettings
 
     expert_path = tmp_path / "expert.zip"
-    pretrain("CartPole-v1", 4096, 1, expert_path, progress_bar=False)
+    pretrain(PretrainSettings(env_id="CartPole-v1", timesteps=4096, seed=1, out=str(expert_path)), progress_bar=False)
     run_dir = tmp_path / "oracle"
     _refine(["--agent", str(cartpole_agent_path), "--method", "oracle", "--expert", str(expert_path),
              "--run-dir", str(run_dir)], capsys)
-    expert = PPO.load(expert_path)
-    trajectories = collect_trajectories(PPO.load(cartpole_agent_path), "CartPole-v1", 3, seed=0)
+    expert, agent = PPO.load(expert_path), PPO.load(cartpole_agent_path)
+    trajectories = collect_trajectories(agent, "CartPole-v1", 3, seed=0)
     states = [json.loads(line) for line in (run_dir / "explanations.jsonl").read_text().splitlines()]
     assert states
     for state in states:
         obs = trajectories[state["episode"]].observations[state["step"]]
         assert state["suggested_action"] == int(expert.predict(obs, deterministic=True)[0])
+        # The agent's deterministic action (not the sampled one) disagrees with the expert's.
+        assert state["agent_action"] == int(agent.predict(obs, deterministic=True)[0])
         assert state["suggested_action"] != state["agent_action"]
-        assert state["implicit_reward"] in (-1.0, 0.0, 1.0)
+        assert state["implicit_reward"] == -1.0
     assert "upper bound" in (run_dir / "report.md").read_text()
     assert json.loads((run_dir / "refine_summary.json").read_text())["modulation"]["matched"] > 0
 
@@ -123,7 +126,8 @@ def test_rnd_bonus_falls_on_familiar_states_and_leaves_the_true_return() -> None
         shaped.append(float(reward[0]))
         if done[0]:
             true.append(info[0]["episode"]["r"])
-    assert all(r > 1.0 for r in shaped)  # CartPole pays 1 per step; the bonus is on top
+    bonus = np.array(shaped) - 1.0  # CartPole pays 1 per step; the bonus is on top
+    assert (bonus > 0).any() and (bonus < 0).any(), "a centred bonus: novel states above, familiar below"
     assert all(float(r).is_integer() for r in true)  # Monitor's return is the environment's own
 
 
@@ -139,13 +143,24 @@ def test_verify_keeps_only_suggestions_that_beat_the_agent(cartpole_agent_path: 
                              suggested_action_text="", agent_action_text="")
 
     same, other = state(int(t.actions[step])), state(1 - int(t.actions[step]))
-    kept, report = verify_suggestions([same, other], trajectories, agent, "CartPole-v1", samples=3, horizon=10)
+    settings = VerifySettings(enabled=True, samples=16, horizon=10, z=2.0)
+    kept, report = verify_suggestions([same, other], trajectories, agent, "CartPole-v1", settings)
     assert report.checked == 2 and report.kept + report.dropped == 2
     assert report.gaps[0] == 0.0  # common random numbers: the same action gives the same returns
     assert same not in kept
     for s in kept:
         assert s.implicit_reward < 0 and "verified" in s.rationale
-    assert (report.gaps[1] > 0) == (len(kept) == 1)
+    assert (report.gaps[1] > 0) == (len(kept) == 1) or len(kept) == 0
+
+
+def test_verify_needs_a_significant_gain() -> None:
+    """A noisy gain whose mean is positive but within z standard errors is not significant; a
+    consistent one is."""
+    noisy = np.array([5.0, -4.0, 6.0, -5.0, 4.0, -3.0, 2.0, -4.0, 3.0, -2.0, 1.0, -1.0, 2.0, -2.0, 1.0, -1.5])
+    assert noisy.mean() > 0 and not significant(noisy, 2.0)
+    consistent = np.full(16, 0.5) + np.linspace(-0.1, 0.1, 16)
+    assert significant(consistent, 2.0)
+    assert not significant(-consistent, 2.0)
 
 
 def test_ultra_with_resets_verify_and_two_rounds_through_the_local_model(
@@ -158,7 +173,7 @@ def test_ultra_with_resets_verify_and_two_rounds_through_the_local_model(
     out = capsys.readouterr()
     assert code == 0, out.err
     summary = json.loads((run_dir / "refine_summary.json").read_text())
-    assert summary["rounds"] == 2 and summary["final_num_timesteps"] == 4096
+    assert summary["rounds"] == 2 and summary["timesteps"] == 4096
     verify = json.loads((run_dir / "verify.json").read_text())
     assert verify["checked"] == verify["kept"] + verify["dropped"] > 0
     kept = [json.loads(line) for line in (run_dir / "explanations.jsonl").read_text().splitlines()]
@@ -181,7 +196,7 @@ def test_rnd_state_survives_a_checkpoint(cartpole_agent_path: Path, tmp_path: Pa
     refiner.refine(4096, checkpoint_dir=tmp_path, checkpoint_every=2048)
     checkpoint = latest_checkpoint(tmp_path)
     assert checkpoint is not None and "rnd" in checkpoint.state
-    resumed = Refiner.from_checkpoint(checkpoint, "CartPole-v1", **options)
+    resumed = Refiner(cartpole_agent_path, "CartPole-v1", **options).resume_from(checkpoint)
     probe = np.random.default_rng(1).normal(size=(8, 4))
     assert isinstance(resumed.env, RNDBonus)
     saved = RNDBonus(make_vec_env("CartPole-v1"), 0.01)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from stable_baselines3 import PPO
 
-from ultrarl.config import RefineSettings
+from ultrarl.settings import RefineSettings
 from ultrarl.explain.explainer import read_explanations
 from ultrarl.guidance.table import GuidanceTable
 from ultrarl.pipeline import refine_agent
@@ -36,13 +36,15 @@ def test_explain_then_refine_through_the_local_model(tmp_path: Path, cartpole_ag
     usage = json.loads((tmp_path / "e1" / "llm_usage.json").read_text())
     assert usage["calls"] >= 2 and usage["cache_hits"] == 0 and usage["prompt_tokens"] > 0
     for name in ("config.yaml", "explanations.jsonl", "guidance.npz", "eval.json", "llm_usage.json",
-                 "progress.csv", "trajectories.npz", "report.md", "manifest.json"):
+                 "explain_progress.csv", "trajectories.npz", "report.md", "manifest.json"):
         assert (tmp_path / "e1" / name).is_file(), name
     states = read_explanations(tmp_path / "e1" / "explanations.jsonl")
     for state in states:  # whatever the model said, what reached the file is valid
         assert state.suggested_action in (0, 1) and -1 <= state.implicit_reward <= 1
     table = GuidanceTable.load(tmp_path / "e1" / "guidance.npz")
-    assert len(table) == len(states)
+    # De-duplication keeps the first of entries within the radius: a subset, none lost unmatched.
+    assert 0 < len(table) <= len(states)
+    assert {tuple(src) for src in table.sources} <= {(s.episode, s.step) for s in states}
 
     # The same explain again: answered from the cache, identical explanations.
     second = _cli("explain", "CartPole-v1", *common, "--run-dir", str(tmp_path / "e2"), cache=cache)
@@ -66,7 +68,7 @@ def test_explain_then_refine_through_the_local_model(tmp_path: Path, cartpole_ag
 
 def test_refiner_api_save_load(tmp_path: Path, pendulum_agent_path: Path) -> None:
     settings = RefineSettings(env_id="Pendulum-v1", agent=str(pendulum_agent_path), episodes=1, timesteps=256,
-                              token_budget=600, eval_episodes=1, cache_dir=str(tmp_path / "cache"))
+                              token_budget=600, eval_episodes=1, llm={"cache_dir": str(tmp_path / "cache")})
     outcome = refine_agent(settings, tmp_path, progress_bar=False)
     from ultrarl.refine import Refiner
 

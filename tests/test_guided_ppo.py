@@ -10,7 +10,8 @@ from stable_baselines3.common.vec_env import VecEnvWrapper
 
 from ultrarl.envs.factory import make_vec_env
 from ultrarl.guidance.table import GuidanceTable
-from ultrarl.refine.guided_ppo import GuidedPPO, Modulation
+from ultrarl.refine.guided_ppo import GuidedPPO
+from ultrarl.refine.modulation import Modulation, ModulationSettings
 
 
 class RecordingVecEnv(VecEnvWrapper):
@@ -52,13 +53,15 @@ def _table(env_id: str, suggested: np.ndarray, radius: float, reward: float = 0.
     )
 
 
-def _collect(env_id: str, table: GuidanceTable, override: bool, shape: bool, n_envs: int = 2):
+FIXED = ModulationSettings(override_prob=1.0, anneal_override=False, bc_weight=0.0)
+
+
+def _collect(env_id: str, table: GuidanceTable, override: bool, shape: bool, n_envs: int = 2,
+             settings: ModulationSettings = FIXED, env_id_kwargs: dict | None = None):
     env = RecordingVecEnv(make_vec_env(env_id, n_envs=n_envs, seed=0))
-    model = GuidedPPO("MlpPolicy", env, n_steps=64, batch_size=32, seed=0, device="cpu")
+    modulation = Modulation(table, override_actions=override, shape_rewards=shape, settings=settings)
+    model = GuidedPPO("MlpPolicy", env, n_steps=64, batch_size=32, seed=0, device="cpu", modulation=modulation)
     model.set_logger(Logger(None, []))
-    model.set_modulation(
-        Modulation(table, override_actions=override, shape_rewards=shape, override_prob=1.0, anneal_override=False)
-    )
     _, callback = model._setup_learn(64 * n_envs, callback=None)
     assert model.collect_rollouts(model.env, callback, model.rollout_buffer, n_rollout_steps=64)
     return model, env
@@ -75,7 +78,7 @@ def test_buffer_holds_executed_actions_with_their_log_probs(env_id: str, suggest
     table = _table(env_id, suggested, radius)
     model, env = _collect(env_id, table, override=True, shape=False)
     buffer = model.rollout_buffer
-    stats = model.modulation_stats.total
+    stats = model.modulation.stats.total
     assert 0 < stats["overridden"] < stats["steps"], "the test needs both overridden and free steps"
 
     executed = np.stack(env.executed)  # (n_steps, n_envs[, act_dim])
@@ -117,7 +120,7 @@ def test_implicit_reward_shapes_training_reward_only() -> None:
     expected = env_rewards + np.where(matched, beta * -0.8, 0.0)
     np.testing.assert_allclose(buffer.rewards.reshape(-1), expected, rtol=1e-6)
     # No action was overridden in ULTRA-R.
-    assert model.modulation_stats.total["overridden"] == 0
+    assert model.modulation.stats.total["overridden"] == 0
     # The Monitor (true return) saw only the environment's reward: CartPole pays exactly 1 per step.
     assert all(r == 1.0 for r in env_rewards)
 
@@ -128,24 +131,130 @@ def test_match_and_override_rates_are_logged() -> None:
     logged = model.logger.name_to_value
     assert 0 < logged["refine/match_rate"] < 1
     assert logged["refine/override_rate"] == pytest.approx(logged["refine/match_rate"])
-    assert logged["refine/implicit_reward_mean"] == pytest.approx(0.5)
+    # Every matched step executed the suggestion: no own action was rated.
+    assert logged["refine/implicit_reward_mean"] == 0.0
+    model, _ = _collect("CartPole-v1", table, override=False, shape=True)
+    assert model.logger.name_to_value["refine/implicit_reward_mean"] == pytest.approx(0.5)
 
 
 def test_table_that_never_matches_changes_nothing() -> None:
     table = _table("CartPole-v1", np.array(1, dtype=np.int64), radius=1e-9)
     table.observations = table.observations + 100.0  # far from anything CartPole visits
     model, env = _collect("CartPole-v1", table, override=True, shape=True)
-    assert model.modulation_stats.total["matched"] == 0
+    assert model.modulation.stats.total["matched"] == 0
     assert model.logger.name_to_value["refine/match_rate"] == 0.0
     np.testing.assert_array_equal(model.rollout_buffer.rewards.reshape(-1), np.stack(env.env_rewards).reshape(-1))
 
 
-def test_override_probability_anneals_to_zero() -> None:
+def test_override_probability_and_supervised_weight_anneal_to_zero() -> None:
     table = _table("CartPole-v1", np.array(1, dtype=np.int64), radius=0.5)
-    env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
-    model = GuidedPPO("MlpPolicy", env, n_steps=32, batch_size=32, seed=0, device="cpu")
-    model.set_modulation(Modulation(table, True, False, override_prob=0.8, anneal_override=True))
-    model._current_progress_remaining = 1.0
-    assert model.current_override_prob() == pytest.approx(0.8)
-    model._current_progress_remaining = 0.25
-    assert model.current_override_prob() == pytest.approx(0.2)
+    modulation = Modulation(table, True, False, ModulationSettings(override_prob=0.8, bc_weight=2.0))
+    assert modulation.override_prob(1.0) == pytest.approx(0.8)
+    assert modulation.override_prob(0.25) == pytest.approx(0.2)
+    assert modulation.bc_weight(0.5) == pytest.approx(1.0)
+    assert modulation.override_prob(-0.01) == 0.0
+
+
+def test_implicit_reward_is_never_charged_to_an_executed_suggestion() -> None:
+    """The LLM rates the agent's own action: with ULTRA-RA and override probability 0.5, matched
+    steps where the suggestion ran keep the environment's reward; the others get β·r_LLM."""
+    table = _table("CartPole-v1", np.array(0, dtype=np.int64), radius=0.5, reward=-1.0)
+    settings = ModulationSettings(override_prob=0.5, anneal_override=False, bc_weight=0.0)
+    model, env = _collect("CartPole-v1", table, override=True, shape=True, settings=settings)
+    buffer = model.rollout_buffer
+    obs = buffer.observations.reshape(-1, buffer.observations.shape[-1])
+    matched = table.match(obs) >= 0
+    shaping = buffer.rewards.reshape(-1) - np.stack(env.env_rewards).reshape(-1)
+    stats = model.modulation.stats.total  # type: ignore[union-attr]
+    assert 0 < stats["overridden"] < stats["matched"], "the test needs executed and declined suggestions"
+    shaped = shaping < -1e-6
+    assert shaped.sum() == stats["matched"] - stats["overridden"]
+    assert not (shaped & ~matched).any()
+    np.testing.assert_allclose(shaping[shaped], -model.modulation.beta_absolute, rtol=1e-6)  # type: ignore[union-attr]
+
+
+def test_first_epoch_ratio_is_one_for_overridden_steps() -> None:
+    """An independent check of the stored log-probabilities: before any update, PPO's ratio
+    exp(log π(a|s) - stored log-prob) is exactly 1 for every step, the overridden ones included."""
+    table = _table("Pendulum-v1", np.array([1.7], dtype=np.float32), radius=1.0)
+    model, _ = _collect("Pendulum-v1", table, override=True, shape=False)
+    for data in model.rollout_buffer.get(batch_size=None):
+        with th.no_grad():
+            _, log_prob, _ = model.policy.evaluate_actions(data.observations, data.actions)
+        ratio = th.exp(log_prob - data.old_log_prob)
+        np.testing.assert_allclose(ratio.numpy(), 1.0, rtol=0, atol=1e-5)
+
+
+def test_suggestion_at_the_bound_does_not_pull_a_mean_beyond_it_inwards() -> None:
+    """The supervised term regresses the *executed* (clipped) mean on the suggestion: a mean
+    already beyond a bound that the suggestion sits on gets no gradient; one inside does."""
+    env = make_vec_env("Pendulum-v1", n_envs=1, seed=0)
+    table = _table("Pendulum-v1", np.array([2.0], dtype=np.float32), radius=1.0)
+    model = GuidedPPO("MlpPolicy", env, n_steps=64, batch_size=32, seed=0, device="cpu",
+                      modulation=Modulation(table, True, False))
+    obs = th.zeros((4, 3))
+    bias = model.policy.action_net.bias
+    for mean_bias, expect_gradient in ((5.0, False), (0.0, True)):
+        with th.no_grad():
+            bias.fill_(mean_bias)
+            model.policy.action_net.weight.zero_()
+        model.policy.zero_grad()
+        model._imitation_loss(obs, th.full((4, 1), 2.0)).backward()
+        assert (abs(float(bias.grad.sum())) > 0) == expect_gradient  # type: ignore[union-attr]
+
+
+def test_supervised_term_moves_the_policy_to_the_suggestion() -> None:
+    """With only the supervised term (no override, no shaping weight), the policy's action at the
+    table's state moves towards the suggestion; with bc_weight 0 it does not move there."""
+    table = _table("CartPole-v1", np.array(1, dtype=np.int64), radius=0.5)
+    gaps = {}
+    for weight in (0.0, 1.0):
+        env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+        settings = ModulationSettings(override_prob=0.0, beta=0.0, bc_weight=weight, bc_anneal=False)
+        model = GuidedPPO("MlpPolicy", env, n_steps=128, batch_size=64, seed=0, device="cpu",
+                          modulation=Modulation(table, True, True, settings))
+        model.set_logger(Logger(None, []))
+        obs = th.as_tensor(table.observations, dtype=th.float32)
+        before = model.policy.get_distribution(obs).distribution.probs[0, 1].item()  # type: ignore[union-attr]
+        model.learn(512)
+        after = model.policy.get_distribution(obs).distribution.probs[0, 1].item()  # type: ignore[union-attr]
+        gaps[weight] = after - before
+    assert gaps[1.0] > 0.15, gaps
+    assert gaps[1.0] > gaps[0.0] + 0.15, gaps
+
+
+def test_truncated_episode_bootstraps_with_shaping_added_once() -> None:
+    """At a time-limit truncation the training reward is r_env + β·r_LLM (if matched) + γ·V(s_T),
+    with V(s_T) of the terminal observation, not of the next episode's first."""
+    from gymnasium.wrappers import TimeLimit
+
+    from ultrarl.envs.factory import make_env
+    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    env = DummyVecEnv([lambda: Monitor(TimeLimit(make_env("Pendulum-v1").unwrapped, max_episode_steps=10))])
+    env.seed(0)
+    table = _table("Pendulum-v1", np.array([0.0], dtype=np.float32), radius=1e3, reward=0.5)  # matches everything
+    settings = ModulationSettings(override_prob=0.0, anneal_override=False, beta=1.0, bc_weight=0.0)
+    model = GuidedPPO("MlpPolicy", env, n_steps=10, batch_size=10, seed=0, device="cpu",
+                      modulation=Modulation(table, False, True, settings))
+    model.set_logger(Logger(None, []))
+    recorder = RecordingVecEnv(env)
+    model.set_env(recorder)
+    _, callback = model._setup_learn(10, callback=None)
+    captured = {}
+    original = recorder.step_wait
+
+    def step_wait():  # type: ignore[no-untyped-def]
+        out = original()
+        if out[2][0]:
+            captured["terminal"] = out[3][0]["terminal_observation"]
+        return out
+
+    recorder.step_wait = step_wait  # type: ignore[method-assign]
+    assert model.collect_rollouts(recorder, callback, model.rollout_buffer, n_rollout_steps=10)
+    with th.no_grad():
+        terminal_value = model.policy.predict_values(model.policy.obs_to_tensor(captured["terminal"])[0]).item()
+    env_reward = float(recorder.env_rewards[-1][0])
+    expected = env_reward + model.modulation.beta_absolute * 0.5 + model.gamma * terminal_value  # type: ignore[union-attr]
+    assert model.rollout_buffer.rewards[-1, 0] == pytest.approx(expected, rel=1e-5)

@@ -1,4 +1,10 @@
-"""``ultrarl``: subcommands in the shape of RL Zoo. Every user error is one line and exit code 2."""
+"""``ultrarl``: subcommands in the shape of RL Zoo. Every user error is one line and exit code 2.
+
+The options of ``pretrain``, ``explain``, ``refine`` and ``evaluate`` are built from their
+settings models (``ultrarl.settings``): one flag per setting, its help line the setting's
+description with its default; a nested model's flags carry its ``cli_prefix``. Command-line
+values override ``--config`` YAML values, which override the defaults.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,31 @@ import argparse
 import errno
 import json
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any, NoReturn
 
+from pydantic import BaseModel
+
 from ultrarl.errors import EXIT_USAGE, UltraRLError
+from ultrarl.settings import (
+    EvaluateSettings,
+    ExplainSettings,
+    PretrainSettings,
+    RefineSettings,
+    build_settings,
+    merge,
+    read_yaml_mapping,
+)
+
+SETTINGS: dict[str, tuple[type[BaseModel], str]] = {
+    "pretrain": (PretrainSettings, "train a (sub-optimal) PPO agent with SB3's defaults"),
+    "explain": (ExplainSettings, "ask the LLM for critical states and build the guidance table"),
+    "refine": (RefineSettings, "refine an agent with ULTRA-A/R/RA or a baseline (ppo, statemask-r, rice, ...)"),
+    "evaluate": (EvaluateSettings, "evaluate an agent without guidance; prints JSON"),
+}
+_SEP = "__"  # joins a nested setting's path into an argparse dest
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,174 +45,127 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _add_llm_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--llm", default=None, help="local (default), local:smollm2, local:gemma3 or openai:MODEL")
-    p.add_argument("--llm-base-url", default=None, help="an OpenAI-compatible server, e.g. http://127.0.0.1:8080/v1")
-    p.add_argument("--cache-dir", default=None, help="LLM response cache (default $ULTRARL_CACHE_DIR or ~/.cache/ultrarl)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the LLM response cache")
-    p.add_argument("--llm-api-key-env", default=None, help="environment variable holding the API key")
-    p.add_argument("--llm-concurrency", type=int, default=None, help="parallel requests to a server (default 4)")
-    p.add_argument("--llm-max-calls", type=int, default=None, help="stop querying after this many calls")
-    p.add_argument("--llm-max-total-tokens", type=int, default=None, help="stop querying after this many tokens")
+def _scalar_type(annotation: Any) -> Any:
+    """int, float, str, bool, a Literal's values, or None for what the CLI does not take (lists)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _scalar_type(args[0])
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return annotation if annotation in (int, float, str, bool) else None
 
 
-def _add_explain_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("env_id")
-    p.add_argument("--agent", required=True, help="SB3 PPO model zip")
-    p.add_argument("--run-dir", default=None, help="where the run is written (required unless --dry-run)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--episodes", type=int, default=None)
-    p.add_argument("--config", type=Path, default=None, help="YAML settings; command-line values win")
-    p.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
-    p.add_argument("--token-budget", type=int, default=None)
-    p.add_argument("--critical-steps", type=int, default=None)
-    p.add_argument("--eval-episodes", type=int, default=None)
-    p.add_argument("--save-frames", action="store_true", help="save a picture of each critical state")
-    p.add_argument("--env-context", default=None, help="file with the environment's goal, reward and termination")
-    _add_llm_options(p)
+def add_settings_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], path: tuple[str, ...] = (),
+                           prefix: str = "") -> None:
+    """One option per field of ``model`` (recursively); only given options reach the namespace."""
+    for name, field in model.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            add_settings_arguments(parser, annotation, (*path, name), getattr(annotation, "cli_prefix", ""))
+            continue
+        kind = _scalar_type(annotation)
+        if extra.get("cli") is False or kind is None:
+            continue
+        dest = _SEP.join((*path, name))
+        required = field.is_required()
+        value = None if required else field.get_default(call_default_factory=True)
+        default = "" if required or value is None else f" (default: {value})"
+        help_text = f"{field.description}{default}"
+        if extra.get("positional"):
+            parser.add_argument(dest, metavar=name.upper(), help=help_text)
+            continue
+        flag = "--" + str(extra.get("flag", prefix + name)).replace("_", "-")
+        options: dict[str, Any] = {"dest": dest, "default": argparse.SUPPRESS, "help": help_text}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif isinstance(kind, list):
+            options["choices"] = kind
+        else:
+            options["type"] = kind
+            options["metavar"] = kind.__name__.upper()
+        parser.add_argument(flag, required=required and bool(extra.get("required_flag")), **options)
+
+
+def settings_values(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
+    """The given options as the nested mapping the settings model takes."""
+    values: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        path = dest.split(_SEP)
+        if not _is_setting(model, path):
+            continue
+        target = values
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    return values
+
+
+def _is_setting(model: type[BaseModel], path: list[str]) -> bool:
+    field = model.model_fields.get(path[0])
+    if field is None:
+        return False
+    if len(path) == 1:
+        return True
+    nested = field.annotation
+    return isinstance(nested, type) and issubclass(nested, BaseModel) and _is_setting(nested, path[1:])
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ultrarl", description="LLM-guided refinement of stuck RL agents (ULTRA).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = sub.add_parser("pretrain", help="train a (sub-optimal) PPO agent")
-    p.add_argument("env_id")
-    p.add_argument("--timesteps", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True)
-
-    p = sub.add_parser("explain", help="ask the LLM for critical states and build the guidance table")
-    _add_explain_options(p)
-    p.add_argument("--dry-run", action="store_true", help="print the rendered prompts; no LLM call, nothing written")
-
-    p = sub.add_parser("refine", help="refine an agent with ULTRA-A/R/RA or a baseline (ppo, statemask-r, rice, ...)")
-    _add_explain_options(p)
-    p.add_argument("--method", default=None,
-                   help="ultra-a, ultra-r, ultra-ra (default); baselines ppo, statemask-r, rice, random, oracle")
-    p.add_argument("--timesteps", type=int, default=None)
-    p.add_argument("--override-prob", type=float, default=None)
-    p.add_argument("--beta", type=float, default=None)
-    p.add_argument("--reset-prob", type=float, default=None, help="p: episodes start at a critical state")
-    p.add_argument("--rnd-weight", type=float, default=None, help="λ: weight of the RND exploration bonus")
-    p.add_argument("--mask-timesteps", type=int, default=None, help="PPO steps to train the mask network")
-    p.add_argument("--expert", default=None, help="expert SB3 PPO zip, the advisor of --method oracle")
-    p.add_argument("--rounds", type=int, default=None, help="identify-then-refine rounds (ULTRA)")
-    p.add_argument("--verify", action="store_true", help="check suggestions by short rollouts from their states")
-    p.add_argument("--resume", action="store_true", help="continue a killed run from its latest checkpoint")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="steps between checkpoints (default 10000)")
-
-    p = sub.add_parser("evaluate", help="evaluate an agent without guidance; prints JSON")
-    p.add_argument("env_id")
-    p.add_argument("--agent", required=True)
-    p.add_argument("--episodes", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
+    for command, (model, help_text) in SETTINGS.items():
+        p = sub.add_parser(command, help=help_text, description=help_text)
+        add_settings_arguments(p, model)
+        if command in ("explain", "refine"):
+            p.add_argument("--run-dir", default=None, help="where the run is written (required unless --dry-run)")
+            p.add_argument("--config", type=Path, default=None, help="YAML settings; command-line values win")
+            p.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
+        if command == "explain":
+            p.add_argument("--dry-run", action="store_true", help="print the rendered prompts; no LLM call, nothing "
+                                                                  "written")
+        if command == "refine":
+            p.add_argument("--resume", action="store_true", help="continue a killed run from its latest checkpoint")
 
     p = sub.add_parser("bench", help="environments x methods x seeds, locally or on Ray, with a report")
     p.add_argument("config", type=Path, help="bench YAML (see benchmarks/quick.yaml)")
-    p.add_argument("--out", type=Path, default=None, help="bench directory (default runs/bench-<name>)")
-    p.add_argument("--workers", type=int, default=1, help="parallel runs in the local process pool")
-    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument("--out", type=Path, default=None, help="bench directory (default: runs/bench-<name>)")
+    p.add_argument("--workers", type=int, default=1, help="parallel runs in the local process pool (default: 1)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local", help="where runs execute (default: local)")
     p.add_argument("--ray-address", default=None, help="a Ray cluster (default: a local Ray for this run)")
 
     p = sub.add_parser("report", help="rebuild the report of a bench or run directory from disk")
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, help="a bench directory or a run directory")
 
-    p = sub.add_parser("demo", help="the whole method on Hopper-v5, offline, in a few minutes")
-    p.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
-    p.add_argument("--llm", default="local")
+    p = sub.add_parser("demo", help="the whole method on a stuck agent, offline, in a few minutes")
+    p.add_argument("--run-dir", type=Path, default=Path("runs/demo"), help="where the demo writes (default: runs/demo)")
+    p.add_argument("--llm", default="local", help="the LLM of the ULTRA-RA row (default: local)")
     return parser
 
 
-def _settings_values(args: argparse.Namespace) -> dict[str, Any]:
-    """Command-line values that were given (None means: keep the config's or the default)."""
-    mapping = {
-        "env_id": args.env_id, "agent": args.agent, "seed": args.seed, "episodes": args.episodes,
-        "llm": args.llm, "llm_base_url": args.llm_base_url, "cache_dir": args.cache_dir,
-        "token_budget": args.token_budget, "critical_steps": args.critical_steps,
-        "eval_episodes": args.eval_episodes, "env_context": args.env_context,
-        "llm_api_key_env": getattr(args, "llm_api_key_env", None),
-        "llm_concurrency": getattr(args, "llm_concurrency", None),
-        "llm_max_calls": getattr(args, "llm_max_calls", None),
-        "llm_max_total_tokens": getattr(args, "llm_max_total_tokens", None),
-        "method": getattr(args, "method", None), "timesteps": getattr(args, "timesteps", None),
-        "checkpoint_every": getattr(args, "checkpoint_every", None),
-        "reset_prob": getattr(args, "reset_prob", None), "rnd_weight": getattr(args, "rnd_weight", None),
-        "mask_timesteps": getattr(args, "mask_timesteps", None), "expert": getattr(args, "expert", None),
-        "rounds": getattr(args, "rounds", None),
-    }
-    values = {k: v for k, v in mapping.items() if v is not None}
-    if args.no_cache:
-        values["use_cache"] = False
-    if args.save_frames:
-        values["save_frames"] = True
-    if getattr(args, "verify", False):
-        values["verify"] = True
-    modulation = {k: getattr(args, k, None) for k in ("override_prob", "beta")}
-    if any(v is not None for v in modulation.values()):
-        values["modulation"] = {k: v for k, v in modulation.items() if v is not None}
-    return values
-
-
-def _settings(args: argparse.Namespace, cls: type) -> Any:
-    from ultrarl.config import build_settings, load_settings_file
-
-    values = _settings_values(args)
-    if args.config is not None:
-        return load_settings_file(args.config, cls, values)
-    return build_settings(cls, values)
+def _settings(args: argparse.Namespace, model: type[BaseModel]) -> Any:
+    values = settings_values(args, model)
+    if getattr(args, "config", None) is not None:
+        values = merge(read_yaml_mapping(args.config), values)
+    return build_settings(model, values)
 
 
 def _run(args: argparse.Namespace) -> int:
     # Heavy imports (torch, SB3, MuJoCo) only once the arguments are known to be valid.
-    from ultrarl.report.console import console, critical_states_table, returns_table
+    if args.command == "bench":
+        return _bench(args)
+    from ultrarl.report.console import console
 
     if args.command == "pretrain":
         from ultrarl.pipeline import pretrain
 
-        if args.out.suffix != ".zip":
-            raise UltraRLError(f"--out must name a .zip file, got {args.out}")
-        pretrain(args.env_id, args.timesteps, args.seed, args.out)
-        console.print(f"saved {args.out}")
+        settings = _settings(args, PretrainSettings)
+        pretrain(settings)
+        console.print(f"saved {settings.out}")
     elif args.command == "evaluate":
-        from ultrarl.envs.factory import check_agent_spaces, validate_env_id
-        from ultrarl.evaluate.evaluation import evaluate_agent
-        from ultrarl.refine.refiner import load_agent
-
-        validate_env_id(args.env_id)
-        agent = load_agent(args.agent)
-        check_agent_spaces(agent.observation_space, agent.action_space, args.env_id)
-        result = evaluate_agent(agent, args.env_id, args.episodes, args.seed)
-        print(json.dumps({"mean": result.mean, "std": result.std, "episodes": result.episodes,
-                          "returns": result.returns}))
+        _evaluate(_settings(args, EvaluateSettings))
     elif args.command in ("explain", "refine"):
-        from ultrarl.config import ExplainSettings, RefineSettings
-        from ultrarl.pipeline import refine_agent, run_explain
-        from ultrarl.refine.refiner import check_method
-        from ultrarl.run_dir import prepare_run_dir
-
-        settings = _settings(args, ExplainSettings if args.command == "explain" else RefineSettings)
-        if args.command == "refine":
-            check_method(settings.method)
-        if getattr(args, "dry_run", False):
-            from ultrarl.pipeline import preview_prompts
-
-            for prompt in preview_prompts(settings):
-                print(prompt.render_text())
-            return 0
-        if args.run_dir is None:
-            raise UltraRLError(f"{args.command} needs --run-dir")
-        resume = getattr(args, "resume", False)
-        run_dir = prepare_run_dir(args.run_dir, overwrite=args.overwrite, resume=resume)
-        if args.command == "explain":
-            outcome = run_explain(settings, run_dir)
-            console.print(critical_states_table(outcome.states))
-        else:
-            refined = refine_agent(settings, run_dir, resume=resume)
-            console.print(returns_table({"before": refined.before, f"after {settings.method}": refined.after}))
-        console.print(f"run directory: {run_dir}")
-    elif args.command == "bench":
-        return _bench(args)
+        _explain_or_refine(args, _settings(args, SETTINGS[args.command][0]))
     elif args.command == "report":
         from ultrarl.report.rebuild import rebuild_report
 
@@ -197,6 +177,40 @@ def _run(args: argparse.Namespace) -> int:
 
         run_demo(args.run_dir, llm=args.llm)
     return 0
+
+
+def _evaluate(settings: EvaluateSettings) -> None:
+    from ultrarl.envs.factory import validate_env_id
+    from ultrarl.evaluate.evaluation import evaluate_agent
+    from ultrarl.refine.refiner import load_checked_agent
+
+    validate_env_id(settings.env_id)
+    result = evaluate_agent(load_checked_agent(settings.agent, settings.env_id), settings.env_id,
+                            settings.eval_episodes, settings.seed)
+    print(json.dumps({"mean": result.mean, "std": result.std, "episodes": result.episodes,
+                      "returns": result.returns}))
+
+
+def _explain_or_refine(args: argparse.Namespace, settings: ExplainSettings) -> None:
+    from ultrarl.pipeline import preview_prompts, refine_agent, run_explain
+    from ultrarl.report.console import console, critical_states_table, returns_table
+    from ultrarl.run_dir import prepare_run_dir
+
+    if getattr(args, "dry_run", False):
+        for prompt in preview_prompts(settings):
+            print(prompt.render_text())
+        return
+    if args.run_dir is None:
+        raise UltraRLError(f"{args.command} needs --run-dir")
+    resume = getattr(args, "resume", False)
+    run_dir = prepare_run_dir(args.run_dir, overwrite=args.overwrite, resume=resume)
+    if isinstance(settings, RefineSettings):
+        refined = refine_agent(settings, run_dir, resume=resume)
+        console.print(returns_table({"before": refined.before, f"after {settings.method}": refined.after}))
+    else:
+        found, _ = run_explain(settings, run_dir)
+        console.print(critical_states_table(found.states))
+    console.print(f"run directory: {run_dir}")
 
 
 # The machine's fault, not the program's: a full disk or a read-only or forbidden directory.

@@ -13,11 +13,11 @@ import shutil
 import time
 from pathlib import Path
 
-from ultrarl.config import RefineSettings
 from ultrarl.pipeline import pretrain, refine_agent
 from ultrarl.report.console import console, critical_states_table, returns_table
 from ultrarl.report.markdown import write_report
 from ultrarl.run_dir import write_json
+from ultrarl.settings import PretrainSettings, RefineSettings
 
 DEMO_ENV = "Hopper-v5"
 DEMO_SEED = 0
@@ -38,11 +38,11 @@ def run_demo(run_dir: Path, llm: str = "local") -> dict[str, object]:
         console.print(f"[bold]1/4[/] reusing the sub-optimal agent in {agent_path}")
     else:
         console.print(f"[bold]1/4[/] training a sub-optimal PPO agent on {DEMO_ENV} ({PRETRAIN_STEPS} steps) ...")
-        pretrain(DEMO_ENV, PRETRAIN_STEPS, DEMO_SEED, agent_path)
+        pretrain(PretrainSettings(env_id=DEMO_ENV, timesteps=PRETRAIN_STEPS, seed=DEMO_SEED, out=str(agent_path)))
         write_json(stamp, wanted)
 
     common = dict(
-        env_id=DEMO_ENV, agent=str(agent_path), seed=DEMO_SEED, episodes=EPISODES, llm=llm,
+        env_id=DEMO_ENV, agent=str(agent_path), seed=DEMO_SEED, episodes=EPISODES, llm={"model": llm},
         token_budget=TOKEN_BUDGET, timesteps=REFINE_STEPS, eval_episodes=EVAL_EPISODES,
     )
     console.print("[bold]2/4[/] explaining and refining with ULTRA-RA ...")

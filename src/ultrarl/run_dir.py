@@ -1,53 +1,79 @@
-"""A run directory: what a run leaves behind, written so that a crash never leaves a file that
-looks complete but is not (write to a temporary name, then rename)."""
+"""Run and bench directories: every file name a run leaves behind, its completion markers, and
+the one atomic writer every file goes through (temporary name, fsync, rename), so a crash or a
+full disk never leaves a file that looks complete but is not."""
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
 import os
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from ultrarl.errors import UltraRLError
 
-RUN_MARKER = "config.yaml"  # written last: the run finished
-STARTED_MARKER = "config.started.yaml"  # written first by refine: a run in progress (or killed)
+# -- file names of a run directory (one constant each) ---------------------------------------
+CONFIG = "config.yaml"  # written last: the run finished (its settings, as run)
+STARTED = "config.started.yaml"  # written first by refine: a run in progress (or killed)
+MANIFEST = "manifest.json"
+TRAJECTORIES = "trajectories.npz"
+EXPLANATIONS = "explanations.jsonl"
+GUIDANCE = "guidance.npz"
+IDENTIFY = "identify.json"
+VERIFY = "verify.json"
+LLM_USAGE = "llm_usage.json"
+EXPLAIN_PROGRESS = "explain_progress.csv"
+PROGRESS = "progress.csv"  # SB3's CSV logger (refinement)
+EVAL = "eval.json"
+MODEL = "model.zip"
+MASK_NETWORK = "mask_network.zip"
+SUMMARY = "refine_summary.json"
+EPISODES = "episodes.csv"  # learning curve: every finished training episode's true return
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+CURVE = "curve.png"
+FRAMES = "frames"
+ROUNDS = "rounds"
+ERROR = "error.txt"
+ERROR_LOG = "error.log"
+LOG = "log.txt"
+
+RUN_MARKER = CONFIG
+STARTED_MARKER = STARTED
 
 
-def prepare_run_dir(path: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
-    """Create the directory; refuse one that holds another run unless ``overwrite``, and one
-    that holds an unfinished run unless ``resume`` (or ``overwrite``)."""
-    run_dir = Path(path)
-    finished = (run_dir / RUN_MARKER).exists()
-    if finished and resume and not overwrite:
-        raise UltraRLError(f"the run in {run_dir} has finished; there is nothing to resume")
-    if finished and not overwrite:
-        raise UltraRLError(f"run directory {run_dir} already holds a run; pass --overwrite or choose another --run-dir")
-    if (run_dir / STARTED_MARKER).exists() and not (resume or overwrite):
-        raise UltraRLError(
-            f"run directory {run_dir} holds an unfinished run; pass --resume to continue it or --overwrite to replace it"
-        )
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UltraRLError(f"cannot create run directory {run_dir}: {exc.strerror}") from exc
-    return run_dir
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to ``<name>.tmp``, then rename: a crash or a full disk never leaves a partial file
-    under the final name."""
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yields a temporary path next to ``path``; once the block has written it, it is synced
+    and renamed to ``path``. On any failure the temporary file is removed."""
     tmp = path.with_name(path.name + ".tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise UltraRLError(f"cannot write {path}: {exc.strerror}") from exc
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_model(path: Path, model: Any) -> None:
+    """An SB3 model's zip (anything with ``save(file)``), written atomically."""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -56,6 +82,50 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json(path: Path, value: Any) -> None:
     write_text_atomic(path, json.dumps(value, indent=2) + "\n")
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]] | list[list[Any]], fields: list[str]) -> None:
+    """Rows as dicts (missing keys left empty) or as lists in the order of ``fields``."""
+    buffer = io.StringIO()
+    if rows and not isinstance(rows[0], dict):
+        writer = csv.writer(buffer)
+        writer.writerow(fields)
+        writer.writerows(rows)
+    else:
+        dict_writer = csv.DictWriter(buffer, fieldnames=fields, restval="")
+        dict_writer.writeheader()
+        dict_writer.writerows(rows)  # type: ignore[arg-type]
+    write_text_atomic(path, buffer.getvalue())
+
+
+def read_csv(path: Path) -> tuple[list[dict[str, str]], list[str]]:
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader), list(reader.fieldnames or [])
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def prepare_run_dir(path: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
+    """Create the directory; refuse one that holds another run unless ``overwrite``, and one
+    that holds an unfinished run unless ``resume`` (or ``overwrite``)."""
+    run_dir = Path(path)
+    finished = (run_dir / CONFIG).exists()
+    if finished and resume and not overwrite:
+        raise UltraRLError(f"the run in {run_dir} has finished; there is nothing to resume")
+    if finished and not overwrite:
+        raise UltraRLError(f"run directory {run_dir} already holds a run; pass --overwrite or choose another --run-dir")
+    if (run_dir / STARTED).exists() and not (resume or overwrite):
+        raise UltraRLError(
+            f"run directory {run_dir} holds an unfinished run; pass --resume to continue it or --overwrite to replace it"
+        )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UltraRLError(f"cannot create run directory {run_dir}: {exc.strerror}") from exc
+    return run_dir
 
 
 def manifest(seed: int, llm_spec: str | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -76,3 +146,25 @@ def manifest(seed: int, llm_spec: str | None, extra: dict[str, Any] | None = Non
         "llm": llm_spec,
         **(extra or {}),
     }
+
+
+# -- a bench directory -------------------------------------------------------------------------
+BENCH_CONFIG = "bench.yaml"
+RESULTS = "results.csv"
+ESTIMATES = "estimates.json"
+
+
+def env_slug(env_id: str) -> str:
+    return env_id.replace("/", "_").replace(":", "_")
+
+
+def bench_agent_path(bench_dir: Path, env_id: str, seed: int) -> Path:
+    return bench_dir / "agents" / env_slug(env_id) / f"seed{seed}.zip"
+
+
+def bench_expert_path(bench_dir: Path, env_id: str) -> Path:
+    return bench_dir / "experts" / f"{env_slug(env_id)}.zip"
+
+
+def bench_run_dir(bench_dir: Path, env_id: str, method_name: str, seed: int) -> Path:
+    return bench_dir / "runs" / env_slug(env_id) / method_name / f"seed{seed}"

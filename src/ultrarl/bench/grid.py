@@ -29,8 +29,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ultrarl import run_dir as files
 from ultrarl.errors import UltraRLError
-from ultrarl.refine.refiner import METHODS
+from ultrarl.methods import get_method
+from ultrarl.pipeline import pretrain, refine_agent
+from ultrarl.refine.refiner import load_checked_agent
+from ultrarl.settings import PretrainSettings, RefineSettings, build_settings, merge, read_yaml_mapping
+from ultrarl.stages import evaluate
 
 EXPERT_SEED = 10_000  # the oracle's expert is trained once per environment, on its own seed
 
@@ -47,8 +52,10 @@ class MethodSpec(BaseModel):
     @field_validator("method")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value != "none" and value not in METHODS:
-            raise ValueError(f"unknown method '{value}'; choose none or one of: {', '.join(METHODS)}")
+        try:
+            get_method(value, refining=False)
+        except UltraRLError as exc:
+            raise ValueError(str(exc)) from exc
         return value
 
 
@@ -66,6 +73,10 @@ class BenchConfig(BaseModel):
     llm: str = "local"
     expert_timesteps: int = Field(200_000, gt=0, description="training budget of the oracle's expert")
     experts: dict[str, str] = Field(default_factory=dict, description="env -> expert zip, instead of training one")
+    agents: dict[str, str] = Field(
+        default_factory=dict,
+        description="env -> a directory of shipped sub-optimal agents (seed<S>.zip), instead of training them",
+    )
     expert_envs: dict[str, str] = Field(
         default_factory=dict,
         description="env -> the env its expert is trained on (same spaces; e.g. a sparse variant's dense twin)",
@@ -80,18 +91,12 @@ class BenchConfig(BaseModel):
 
 
 def load_bench_config(path: Path) -> BenchConfig:
-    from ultrarl.config import build_settings, read_yaml_mapping
-
     config = build_settings(BenchConfig, read_yaml_mapping(path, "bench config"))
     assert isinstance(config, BenchConfig)
     names = [m.name for m in config.methods]
     if len(set(names)) != len(names):
         raise UltraRLError(f"bench config {path}: method names must be unique, got {names}")
     return config
-
-
-def env_slug(env_id: str) -> str:
-    return env_id.replace("/", "_")
 
 
 @dataclass(frozen=True)
@@ -122,8 +127,10 @@ class JobResult:
     after_mean: float | None = None
 
 
-def agent_path(bench_dir: Path, env_id: str, seed: int) -> Path:
-    return bench_dir / "agents" / env_slug(env_id) / f"seed{seed}.zip"
+def agent_path(bench_dir: Path, config: BenchConfig, env_id: str, seed: int) -> Path:
+    if env_id in config.agents:
+        return Path(config.agents[env_id]) / f"seed{seed}.zip"
+    return files.bench_agent_path(bench_dir, env_id, seed)
 
 
 def expert_env(config: BenchConfig, env_id: str) -> str:
@@ -133,11 +140,7 @@ def expert_env(config: BenchConfig, env_id: str) -> str:
 def expert_path(bench_dir: Path, config: BenchConfig, env_id: str) -> Path:
     if env_id in config.experts:
         return Path(config.experts[env_id])
-    return bench_dir / "experts" / f"{env_slug(expert_env(config, env_id))}.zip"
-
-
-def run_dir_for(bench_dir: Path, env_id: str, method_name: str, seed: int) -> Path:
-    return bench_dir / "runs" / env_slug(env_id) / method_name / f"seed{seed}"
+    return files.bench_expert_path(bench_dir, expert_env(config, env_id))
 
 
 def _execute(job: Job) -> JobResult:
@@ -147,7 +150,7 @@ def _execute(job: Job) -> JobResult:
     config = BenchConfig.model_validate(job.config)
     try:
         if job.kind == "agent":
-            status = _pretrain(agent_path(bench_dir, job.env_id, job.seed), job.env_id,
+            status = _pretrain(agent_path(bench_dir, config, job.env_id, job.seed), job.env_id,
                                config.pretrain_timesteps, job.seed)
             return JobResult(job, status, wall_time_s=time.perf_counter() - start)
         if job.kind == "expert":
@@ -155,10 +158,10 @@ def _execute(job: Job) -> JobResult:
                                config.expert_timesteps, EXPERT_SEED)
             return JobResult(job, status, wall_time_s=time.perf_counter() - start)
         assert job.method is not None
-        run_dir = run_dir_for(bench_dir, job.env_id, job.method["name"], job.seed)
+        run_dir = files.bench_run_dir(bench_dir, job.env_id, job.method["name"], job.seed)
         run_dir.mkdir(parents=True, exist_ok=True)
         # A run's own progress lines go to its log; the grid prints one line per job.
-        with open(run_dir / "log.txt", "a") as log, contextlib.redirect_stdout(log):
+        with open(run_dir / files.LOG, "a") as log, contextlib.redirect_stdout(log):
             return _run(job, bench_dir, config, start)
     except UltraRLError as exc:
         message = str(exc)
@@ -166,72 +169,64 @@ def _execute(job: Job) -> JobResult:
         message = f"{type(exc).__name__}: {exc}"
         if job.kind == "run":
             assert job.method is not None
-            log = run_dir_for(bench_dir, job.env_id, job.method["name"], job.seed) / "error.log"
+            log = files.bench_run_dir(bench_dir, job.env_id, job.method["name"], job.seed) / files.ERROR_LOG
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(traceback.format_exc())
     if job.kind == "run":
         assert job.method is not None
-        error = run_dir_for(bench_dir, job.env_id, job.method["name"], job.seed) / "error.txt"
+        error = files.bench_run_dir(bench_dir, job.env_id, job.method["name"], job.seed) / files.ERROR
         error.parent.mkdir(parents=True, exist_ok=True)
         error.write_text(message + "\n")
     return JobResult(job, "failed", message, time.perf_counter() - start)
 
 
 def _pretrain(path: Path, env_id: str, timesteps: int, seed: int) -> str:
-    from ultrarl.pipeline import pretrain
-
     if path.exists():
         return "skipped"
-    pretrain(env_id, timesteps, seed, path, progress_bar=False)
+    pretrain(PretrainSettings(env_id=env_id, timesteps=timesteps, seed=seed, out=str(path)), progress_bar=False)
     return "done"
 
 
 def _run(job: Job, bench_dir: Path, config: BenchConfig, start: float) -> JobResult:
-    import json
-
-    from ultrarl.config import RefineSettings, build_settings
-    from ultrarl.run_dir import RUN_MARKER, STARTED_MARKER, prepare_run_dir
-
     assert job.method is not None
     spec = MethodSpec.model_validate(job.method)
-    run_dir = run_dir_for(bench_dir, job.env_id, spec.name, job.seed)
-    if (run_dir / RUN_MARKER).exists():
-        after = json.loads((run_dir / "eval.json").read_text())["after"]
+    run_dir = files.bench_run_dir(bench_dir, job.env_id, spec.name, job.seed)
+    if (run_dir / files.CONFIG).exists():
+        after = files.read_json(run_dir / files.EVAL)["after"]
         return JobResult(job, "skipped", wall_time_s=0.0, after_mean=after["mean"])
-    agent = agent_path(bench_dir, job.env_id, job.seed)
+    agent = agent_path(bench_dir, config, job.env_id, job.seed)
     if not agent.exists():
         raise UltraRLError(f"the sub-optimal agent {agent} was not trained (its job failed)")
-    if spec.method == "none":
-        return _evaluate_only(job, run_dir, agent, config, start)
-    values: dict[str, Any] = {
-        "env_id": job.env_id, "agent": str(agent), "seed": job.seed, "episodes": config.explain_episodes,
-        "llm": config.llm, "eval_episodes": config.eval_episodes, "timesteps": config.refine_timesteps,
-        "method": spec.method, **config.settings, **spec.settings,
-    }
-    if spec.method == "oracle":
-        values["expert"] = str(expert_path(bench_dir, config, job.env_id))
-    settings = build_settings(RefineSettings, values)
-    assert isinstance(settings, RefineSettings)
-    resume = (run_dir / STARTED_MARKER).exists()
-    run_dir = prepare_run_dir(run_dir, overwrite=False, resume=resume)
-    from ultrarl.pipeline import refine_agent
-
+    settings = run_settings(config, spec, job.env_id, job.seed, agent, bench_dir)
+    if not get_method(spec.method, refining=False).refines:
+        return _evaluate_only(job, run_dir, settings, start)
+    resume = (run_dir / files.STARTED).exists()
+    run_dir = files.prepare_run_dir(run_dir, overwrite=False, resume=resume)
     outcome = refine_agent(settings, run_dir, progress_bar=False, resume=resume)
     return JobResult(job, "done", "resumed" if resume else "", time.perf_counter() - start, outcome.after.mean)
 
 
-def _evaluate_only(job: Job, run_dir: Path, agent: Path, config: BenchConfig, start: float) -> JobResult:
-    """``none``: the sub-optimal agent as it is, evaluated like every refined one."""
-    from ultrarl.evaluate.evaluation import evaluate_agent
-    from ultrarl.pipeline import EVAL_SEED_OFFSET
-    from ultrarl.refine.refiner import load_agent
-    from ultrarl.run_dir import RUN_MARKER, write_json, write_text_atomic
+def run_settings(
+    config: BenchConfig, spec: MethodSpec, env_id: str, seed: int, agent: Path, bench_dir: Path
+) -> RefineSettings:
+    """The settings of one run: the grid's, then the bench-wide settings, then the method's."""
+    values: dict[str, Any] = {
+        "env_id": env_id, "agent": str(agent), "seed": seed, "episodes": config.explain_episodes,
+        "llm": {"model": config.llm}, "eval_episodes": config.eval_episodes, "timesteps": config.refine_timesteps,
+        "method": spec.method if get_method(spec.method, refining=False).refines else "ppo",
+    }
+    if get_method(spec.method, refining=False).identify == "expert":
+        values["expert"] = str(expert_path(bench_dir, config, env_id))
+    return build_settings(RefineSettings, merge(merge(values, config.settings), spec.settings))
 
+
+def _evaluate_only(job: Job, run_dir: Path, settings: RefineSettings, start: float) -> JobResult:
+    """``none``: the sub-optimal agent as it is, evaluated like every refined one."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    result = evaluate_agent(load_agent(agent), job.env_id, config.eval_episodes, job.seed + EVAL_SEED_OFFSET)
-    write_json(run_dir / "eval.json", {"before": result.to_dict(), "after": result.to_dict(), "method": "none"})
-    write_text_atomic(run_dir / RUN_MARKER, yaml.safe_dump({"env_id": job.env_id, "agent": str(agent),
-                                                             "method": "none", "seed": job.seed}))
+    result = evaluate(load_checked_agent(settings.agent, settings.env_id), settings)
+    files.write_json(run_dir / files.EVAL, {"before": result.to_dict(), "after": result.to_dict(), "method": "none"})
+    files.write_text_atomic(run_dir / files.CONFIG, yaml.safe_dump({"env_id": job.env_id, "agent": settings.agent,
+                                                                     "method": "none", "seed": job.seed}))
     return JobResult(job, "done", "", time.perf_counter() - start, result.mean)
 
 
@@ -318,7 +313,8 @@ class GridRunner:
 def plan_jobs(config: BenchConfig, bench_dir: Path) -> tuple[list[Job], list[Job], list[Job]]:
     """(agents, experts, runs): agents and experts first, since the runs need them."""
     data = config.model_dump(mode="json")
-    agents = [Job("agent", env, seed, str(bench_dir), data) for env in config.envs for seed in config.seeds]
+    agents = [Job("agent", env, seed, str(bench_dir), data) for env in config.envs for seed in config.seeds
+              if env not in config.agents]
     wants_oracle = any(m.method == "oracle" for m in config.methods)
     expert_envs = sorted({expert_env(config, env) for env in config.envs if env not in config.experts})
     experts = [Job("expert", env, EXPERT_SEED, str(bench_dir), data) for env in expert_envs] if wants_oracle else []
@@ -333,7 +329,7 @@ def plan_jobs(config: BenchConfig, bench_dir: Path) -> tuple[list[Job], list[Job
 
 def run_grid(config: BenchConfig, bench_dir: Path, runner: GridRunner) -> list[JobResult]:
     bench_dir.mkdir(parents=True, exist_ok=True)
-    (bench_dir / "bench.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    files.write_text_atomic(bench_dir / files.BENCH_CONFIG, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     agents, experts, runs = plan_jobs(config, bench_dir)
     # Agents and experts are independent of each other: one pool for both, then the runs.
     return runner.run([*agents, *experts]) + runner.run(runs)

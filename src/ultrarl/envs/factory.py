@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
-from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from ultrarl.envs.pong import register_pong_envs
 from ultrarl.envs.sparse import register_sparse_envs
@@ -62,19 +62,26 @@ def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
 
 
 def make_vec_env(
-    env_id: str,
-    n_envs: int = 1,
-    seed: int = 0,
-    wrapper_class: Callable[..., gym.Env] | None = None,
-    wrapper_kwargs: dict[str, Any] | None = None,
+    env_id: str, n_envs: int = 1, seed: int = 0, wrapper: Callable[[gym.Env, int], gym.Env] | None = None
 ) -> VecEnv:
-    """A DummyVecEnv of Monitor-wrapped environments: Monitor records the true episodic return
-    (an optional wrapper goes outside Monitor, as SB3 places it)."""
+    """A DummyVecEnv of Monitor-wrapped environments, seeded as SB3's ``make_vec_env`` seeds
+    them (action space of env i: seed + i; first reset: seed + i). Monitor records the true
+    episodic return; ``wrapper(env, rank)`` goes outside it, and gets the rank so that each
+    environment can draw from its own random stream."""
     validate_env_id(env_id)
-    return sb3_make_vec_env(
-        env_id, n_envs=n_envs, seed=seed, env_kwargs=default_env_kwargs(env_id),
-        wrapper_class=wrapper_class, wrapper_kwargs=wrapper_kwargs,
-    )
+
+    def thunk(rank: int) -> Callable[[], gym.Env]:
+        def make() -> gym.Env:
+            env = make_env(env_id)
+            env.action_space.seed(seed + rank)
+            env = Monitor(env)
+            return wrapper(env, rank) if wrapper is not None else env
+
+        return make
+
+    venv = DummyVecEnv([thunk(rank) for rank in range(n_envs)])
+    venv.seed(seed)
+    return venv
 
 
 def check_agent_spaces(agent_obs: gym.Space, agent_act: gym.Space, env_id: str) -> None:

@@ -43,6 +43,10 @@ def _wrapper_chain(env: gym.Env) -> list[gym.Env]:
     return chain
 
 
+def _ram_keepers(env: gym.Env) -> list[gym.Env]:
+    return [w for w in _wrapper_chain(env) if "_previous_ram" in vars(w)]
+
+
 def snapshot_family(env: gym.Env) -> str | None:
     """Which adapter handles ``env``, or None when none does."""
     base = env.unwrapped
@@ -58,7 +62,7 @@ def snapshot_family(env: gym.Env) -> str | None:
 def supports_snapshots(env_id: str) -> bool:
     from ultrarl.envs.factory import make_env
 
-    env = make_env(env_id)
+    env = make_env(env_id, seed=0)  # reset first: classic control creates ``state`` at reset
     try:
         return snapshot_family(env) is not None
     finally:
@@ -85,8 +89,9 @@ def take_snapshot(env: gym.Env, observation: np.ndarray) -> Snapshot:
         payload: Any = mujoco.MjData(base.model)
         mujoco.mj_copyData(payload, base.model, base.data)
     elif family == "ale":
-        # By position in the wrapper chain: a snapshot restores into another instance of the env too.
-        wrappers = [copy.deepcopy(getattr(w, "_previous_ram", None)) for w in _wrapper_chain(env)]
+        # In the order of the wrappers that keep a previous RAM, not by position in the chain: a
+        # snapshot restores into a chain with other wrappers too (refinement adds Monitor, resets).
+        wrappers = [copy.deepcopy(w._previous_ram) for w in _ram_keepers(env)]  # type: ignore[attr-defined]
         payload = (base.ale.cloneState(include_rng=True), wrappers)
     elif family == "classic":
         payload = {k: copy.deepcopy(v) for k, v in vars(base).items() if k in ("state", "steps_beyond_terminated")}
@@ -109,9 +114,8 @@ def restore_snapshot(env: gym.Env, snapshot: Snapshot) -> np.ndarray:
     elif snapshot.family == "ale":
         ale_state, wrappers = snapshot.state
         base.ale.restoreState(ale_state)
-        for wrapper, previous_ram in zip(_wrapper_chain(env), wrappers):
-            if previous_ram is not None:
-                wrapper._previous_ram = copy.deepcopy(previous_ram)  # type: ignore[attr-defined]
+        for wrapper, previous_ram in zip(_ram_keepers(env), wrappers):
+            wrapper._previous_ram = copy.deepcopy(previous_ram)  # type: ignore[attr-defined]
     elif snapshot.family == "classic":
         for key, value in snapshot.state.items():
             setattr(base, key, copy.deepcopy(value))

@@ -75,8 +75,8 @@ class MaskNetwork:
 def train_mask_network(agent: PPO, env_id: str, timesteps: int, alpha: float = 0.01, seed: int = 0) -> MaskNetwork:
     """Train the mask network with SB3 PPO (default hyperparameters) for ``timesteps`` steps."""
     start = time.perf_counter()
-    env = make_vec_env(env_id, n_envs=1, seed=seed, wrapper_class=MaskedAgentEnv,
-                       wrapper_kwargs={"agent": agent, "alpha": alpha, "seed": seed})
+    env = make_vec_env(env_id, n_envs=1, seed=seed,
+                       wrapper=lambda env, rank: MaskedAgentEnv(env, agent, alpha, seed=seed + rank))
     mask = PPO("MlpPolicy", env, seed=seed, device="cpu", verbose=0)
     mask.set_logger(Logger(None, []))
     mask.learn(total_timesteps=timesteps)

@@ -1,67 +1,63 @@
 """The oracle advisor: an expert policy in the LLM's place. An upper bound, labelled so everywhere.
 
-Critical steps of an episode are those where the agent's action differs most from the expert's
-(continuous: distance relative to the action range; discrete: a different action, the most
-harmful first). The suggestion is the expert's deterministic action; the implicit reward is the
-sign of the expert's one-step advantage estimate of the agent's own transition,
-r + γ·V_E(s') − V_E(s) (V_E(s') = 0 after a termination).
+Critical steps of an episode are those where the agent's *deterministic* action (its policy's
+mean or mode, not the exploration noise of a sampled rollout action) differs most from the
+expert's. The suggestion is the expert's deterministic action; the implicit reward rates the
+agent's own action by its distance to the expert's (``rate_action``: +1 equal, -1 a full range
+apart or, discrete, a different action). During refinement the expert can also be asked live at
+every matched state (``ModulationSettings.live_advisor``), which is the machinery's true upper bound.
 """
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
-import torch as th
 from stable_baselines3 import PPO
 
+from ultrarl.envs.actions import action_distance, rate_action
 from ultrarl.envs.rollout import Trajectory
 from ultrarl.explain.explainer import CriticalState, as_json_action
 from ultrarl.explain.prompts import return_so_far
 from ultrarl.interpret.describer import StateDescriber
 
-ORACLE_LABEL = "oracle (expert advisor; upper bound, not an LLM)"
 
+def expert_advisor(expert: PPO):  # type: ignore[no-untyped-def]
+    """The expert as a live advisor: observations to its deterministic actions."""
 
-def _values(expert: PPO, observations: np.ndarray) -> np.ndarray:
-    obs_tensor, _ = expert.policy.obs_to_tensor(np.asarray(observations, dtype=np.float32))
-    with th.no_grad():
-        return expert.policy.predict_values(obs_tensor).cpu().numpy().ravel()
+    def advise(observations: np.ndarray) -> np.ndarray:
+        actions, _ = expert.predict(np.asarray(observations, dtype=np.float32), deterministic=True)
+        return np.asarray(actions)
+
+    return advise
 
 
 def oracle_critical_states(
-    expert: PPO, trajectories: list[Trajectory], describer: StateDescriber, k: int
+    expert: PPO, agent: PPO, trajectories: list[Trajectory], describer: StateDescriber, k: int
 ) -> list[CriticalState]:
     states: list[CriticalState] = []
     space = describer.action_space
     for trajectory in trajectories:
-        obs, actions = trajectory.observations, trajectory.actions
+        obs = trajectory.observations
         expert_actions, _ = expert.predict(obs, deterministic=True)
-        values = _values(expert, obs)
-        next_values = np.append(values[1:], 0.0 if trajectory.terminated else values[-1])
-        advantage = trajectory.rewards + expert.gamma * next_values - values
-        if isinstance(space, gym.spaces.Discrete):
-            differs = (np.asarray(expert_actions).ravel() != np.asarray(actions).ravel()).astype(np.float64)
-            score = differs * (1.0 + np.clip(-advantage, 0.0, None))  # harmful disagreements first
-        else:
-            span = np.asarray(space.high - space.low, dtype=np.float64)  # type: ignore[attr-defined]
-            score = np.linalg.norm((np.asarray(expert_actions) - np.asarray(actions)) / span, axis=1)
-        for step in sorted(int(i) for i in np.argsort(-score, kind="stable")[:k] if score[i] > 0):
+        agent_actions, _ = agent.predict(obs, deterministic=True)
+        distance = action_distance(agent_actions, expert_actions, space)
+        ratings = rate_action(agent_actions, expert_actions, space)
+        for step in sorted(int(i) for i in np.argsort(-distance, kind="stable")[:k] if distance[i] > 0):
             suggested = as_json_action(np.asarray(expert_actions[step]))
             states.append(
                 CriticalState(
                     episode=trajectory.episode,
                     step=step,
                     rationale=(
-                        f"{ORACLE_LABEL}: the expert acts differently here; one-step advantage of the "
-                        f"agent's action under the expert's value function {advantage[step]:+.2f}"
+                        f"oracle (expert advisor; upper bound, not an LLM): the agent's deterministic action is "
+                        f"{distance[step]:.2f} of the action range away from the expert's"
                     ),
                     suggested_action=suggested,
-                    implicit_reward=float(np.sign(advantage[step])),
-                    agent_action=as_json_action(actions[step]),
+                    implicit_reward=float(ratings[step]),
+                    agent_action=as_json_action(agent_actions[step]),
                     return_so_far=return_so_far(trajectory, step),
                     state_text=describer.describe_state(obs[step], obs[step - 1] if step > 0 else None),
                     suggested_action_text=describer.describe_action(np.asarray(suggested)),
-                    agent_action_text=describer.describe_action(actions[step]),
+                    agent_action_text=describer.describe_action(agent_actions[step]),
                 )
             )
     return states

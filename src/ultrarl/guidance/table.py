@@ -3,28 +3,50 @@ reward, matched against live observations by nearest neighbour in a normalised s
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from ultrarl.envs.rollout import Trajectory
 from ultrarl.errors import UltraRLError
 from ultrarl.explain.explainer import CriticalState
+from ultrarl.run_dir import write_bytes_atomic
 
-DEFAULT_EPSILON_QUANTILE = 0.9
+
+class GuidanceSettings(BaseModel):
+    """How critical states become table entries and how live states match them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epsilon: float | None = Field(None, gt=0, description="match radius in the normalised space; unset: calibrated")
+    epsilon_quantile: float = Field(
+        0.9, gt=0, le=1, description="calibration: this quantile of the distance between consecutive states"
+    )
+    match_scale: Literal["step", "std"] = Field(
+        "step",
+        description="per-dimension scale of the matching metric: 'step' (std of one-step changes, ours) or 'std' "
+        "(std of the values; fast angular velocities then dominate)",
+    )
+    extend_steps: int = Field(
+        0, ge=0, description="also enter the states up to this many steps before and after each critical step (ours)"
+    )
+    deduplicate: bool = Field(True, description="drop entries within the match radius of an earlier entry")
 
 
 @dataclass
 class GuidanceTable:
     observations: np.ndarray  # (n, obs_dim) raw critical observations
     suggested_actions: np.ndarray  # (n,) int for discrete, (n, act_dim) float for continuous
-    implicit_rewards: np.ndarray  # (n,) in [-1, 1]
+    implicit_rewards: np.ndarray  # (n,) in [-1, 1], the rating of the agent's own action there
     sources: np.ndarray  # (n, 2) episode, step
-    obs_mean: np.ndarray  # per-dimension statistics of all collected observations
-    obs_std: np.ndarray
+    obs_mean: np.ndarray  # per-dimension centre of all collected observations
+    obs_std: np.ndarray  # per-dimension scale of the matching metric (see GuidanceSettings.match_scale)
     epsilon: float  # match radius in the normalised space
     reward_scale: float  # mean |r| per step of the collected data, scales the implicit reward
 
@@ -52,47 +74,54 @@ class GuidanceTable:
     # -- building -------------------------------------------------------------------------------
     @classmethod
     def from_explanations(
-        cls,
-        states: list[CriticalState],
-        trajectories: list[Trajectory],
-        epsilon: float | None = None,
-        epsilon_quantile: float = DEFAULT_EPSILON_QUANTILE,
+        cls, states: list[CriticalState], trajectories: list[Trajectory], settings: GuidanceSettings | None = None
     ) -> "GuidanceTable":
-        """Normalisation from all collected observations; epsilon, unless given, is the
+        """Centre and scale from all collected observations; epsilon, unless set, is the
         ``epsilon_quantile`` quantile of the distance between consecutive states, so a match
         means "about one step away from a critical state"."""
-        by_episode = {t.episode: t for t in trajectories}
+        settings = settings or GuidanceSettings()
         all_obs = np.concatenate([t.observations for t in trajectories]).astype(np.float64)
         mean = all_obs.mean(axis=0)
-        std = all_obs.std(axis=0)
-        std = np.where(std > 1e-8, std, 1.0)  # constant dimensions do not count in distances
-        if epsilon is None:
-            epsilon = calibrate_epsilon(trajectories, mean, std, epsilon_quantile)
-        scale = reward_scale(trajectories)
+        scale = _metric_scale(trajectories, all_obs, settings.match_scale)
+        epsilon = settings.epsilon or calibrate_epsilon(trajectories, mean, scale, settings.epsilon_quantile)
+        entries = _entries(states, trajectories, settings.extend_steps)
         discrete = np.asarray(trajectories[0].actions).ndim == 1
-        obs_dim = all_obs.shape[1]
-        if states:
-            observations = np.stack([by_episode[s.episode].observations[s.step] for s in states])
-            suggested = np.asarray([s.suggested_action for s in states], dtype=np.int64 if discrete else np.float32)
-        else:
-            observations = np.zeros((0, obs_dim))
-            act_dim = 0 if discrete else trajectories[0].actions.shape[1]
-            suggested = np.zeros((0,) if discrete else (0, act_dim), dtype=np.int64 if discrete else np.float32)
-        return cls(
-            observations=observations.astype(np.float64),
-            suggested_actions=suggested,
-            implicit_rewards=np.asarray([s.implicit_reward for s in states], dtype=np.float64),
-            sources=np.asarray([[s.episode, s.step] for s in states], dtype=np.int64).reshape(-1, 2),
+        act_shape = () if discrete else trajectories[0].actions.shape[1:]
+        table = cls(
+            observations=np.asarray([obs for obs, _ in entries], dtype=np.float64).reshape(-1, all_obs.shape[1]),
+            suggested_actions=np.asarray([s.suggested_action for _, s in entries],
+                                         dtype=np.int64 if discrete else np.float32).reshape(-1, *act_shape),
+            implicit_rewards=np.asarray([s.implicit_reward for _, s in entries], dtype=np.float64),
+            sources=np.asarray([[s.episode, s.step] for _, s in entries], dtype=np.int64).reshape(-1, 2),
             obs_mean=mean,
-            obs_std=std,
+            obs_std=scale,
             epsilon=float(epsilon),
-            reward_scale=scale,
+            reward_scale=reward_scale(trajectories),
         )
+        return table.deduplicated() if settings.deduplicate else table
+
+    def deduplicated(self) -> "GuidanceTable":
+        """The table without entries within epsilon of an earlier one (consecutive steps of one
+        episode otherwise crowd the table with near-copies of the same advice)."""
+        keys = self._normalised_keys
+        kept: list[int] = []
+        for i in range(len(self)):
+            if not kept or np.min(np.linalg.norm(keys[kept] - keys[i], axis=1)) > self.epsilon:
+                kept.append(i)
+        index = np.asarray(kept, dtype=np.int64)
+        return GuidanceTable(
+            self.observations[index], self.suggested_actions[index], self.implicit_rewards[index],
+            self.sources[index], self.obs_mean, self.obs_std, self.epsilon, self.reward_scale,
+        )
+
+    def summary(self) -> dict[str, float]:
+        return {"entries": len(self), "epsilon": self.epsilon, "reward_scale": self.reward_scale}
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: Path) -> None:
+        buffer = io.BytesIO()
         np.savez(
-            path,
+            buffer,
             observations=self.observations,
             suggested_actions=self.suggested_actions,
             implicit_rewards=self.implicit_rewards,
@@ -101,6 +130,7 @@ class GuidanceTable:
             obs_std=self.obs_std,
             meta=np.asarray(json.dumps({"epsilon": self.epsilon, "reward_scale": self.reward_scale})),
         )
+        write_bytes_atomic(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> "GuidanceTable":
@@ -119,6 +149,34 @@ class GuidanceTable:
             )
         except (OSError, KeyError, ValueError) as exc:
             raise UltraRLError(f"cannot read guidance table {path}: {exc}") from exc
+
+
+def _metric_scale(trajectories: list[Trajectory], all_obs: np.ndarray, kind: str) -> np.ndarray:
+    """Per-dimension scale of the matching metric. 'step' divides each dimension by the std of
+    its one-step changes, so every dimension moves about one unit per step: with 'std', fast
+    dimensions (Hopper's angular velocities) made up ~96% of the squared one-step distance."""
+    if kind == "step":
+        diffs = [np.diff(t.observations.astype(np.float64), axis=0) for t in trajectories if t.length > 1]
+        values = np.concatenate(diffs) if diffs else all_obs
+    else:
+        values = all_obs
+    std = values.std(axis=0)
+    return np.where(std > 1e-8, std, 1.0)  # constant dimensions do not count in distances
+
+
+def _entries(
+    states: list[CriticalState], trajectories: list[Trajectory], extend_steps: int
+) -> list[tuple[np.ndarray, CriticalState]]:
+    """(observation, advice) pairs: each critical step, and with ``extend_steps`` its neighbours
+    in the same episode carrying the same advice."""
+    by_episode = {t.episode: t for t in trajectories}
+    entries = []
+    for state in states:
+        trajectory = by_episode[state.episode]
+        low, high = max(0, state.step - extend_steps), min(trajectory.length - 1, state.step + extend_steps)
+        order = [state.step] + [s for s in range(low, high + 1) if s != state.step]  # the critical step first
+        entries += [(trajectory.observations[step], state) for step in order]
+    return entries
 
 
 def calibrate_epsilon(trajectories: list[Trajectory], mean: np.ndarray, std: np.ndarray, quantile: float) -> float:

@@ -2,24 +2,42 @@
 guidance table, by restoring its critical state and comparing short rollouts.
 
 For a critical state s with the agent's action a and the suggestion a*, M rollouts of H steps
-start with a* and then follow the agent's policy, and M start with a and then follow the policy.
-A suggestion whose mean short-horizon return is not higher is dropped (and counted). A kept
-suggestion's implicit reward is replaced by the measured gap, −tanh(gap / (H·reward scale)):
-the agent's own action rated by how much return it gave up. With a weak LLM, guidance can then
-only point at actions that did better, from the same state, under the agent's own policy.
+start with a* and then follow the agent's policy, and M start with a and then follow the policy,
+pairwise with common random numbers. A suggestion is kept only when the mean paired gain
+exceeds ``z`` standard errors (a one-sided test; M >= 16 by default, so the standard error is
+worth its name); the others are dropped and counted. The implicit reward rates the agent's own
+action (it shapes only transitions where that action ran), so a kept suggestion sets it to the
+measured loss of the own action, −tanh(gain / (H·reward scale)), which is negative: the own
+action is discouraged, the suggestion never penalised. With a weak LLM, guidance can then only
+point at actions that did better, from the same state, under the agent's own policy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from stable_baselines3 import PPO
 
 from ultrarl.envs.factory import make_env
 from ultrarl.envs.rollout import Trajectory, env_action
 from ultrarl.envs.snapshot import restore_snapshot
 from ultrarl.explain.explainer import CriticalState
+
+
+class VerifySettings(BaseModel):
+    """Checking suggestions by short rollouts from their states (``--verify``, ours)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cli_prefix: ClassVar[str] = "verify-"
+
+    enabled: bool = Field(False, description="check each suggestion before it enters the table",
+                          json_schema_extra={"flag": "verify"})
+    samples: int = Field(16, ge=2, description="M, paired rollouts per suggestion")
+    horizon: int = Field(20, gt=0, description="H, steps per rollout")
+    z: float = Field(2.0, ge=0, description="keep a suggestion when its mean gain exceeds z standard errors")
 
 
 @dataclass
@@ -51,13 +69,29 @@ def _short_return(env, agent: PPO, snapshot, first_action, horizon: int, seed: i
     return total
 
 
+def paired_gains(env, agent: PPO, snapshot, state: CriticalState, settings: VerifySettings, seed: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Return after the suggestion minus return after the own action, per common-random-number pair."""
+    suggested, own = env_action(state.suggested_action), env_action(state.agent_action)
+    return np.asarray([
+        _short_return(env, agent, snapshot, suggested, settings.horizon, seed + i)
+        - _short_return(env, agent, snapshot, own, settings.horizon, seed + i)
+        for i in range(settings.samples)
+    ])
+
+
+def significant(gains: np.ndarray, z: float) -> bool:
+    """One-sided: the mean gain exceeds ``z`` standard errors (and is positive)."""
+    mean = float(gains.mean())
+    stderr = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else np.inf
+    return mean > 0 and mean > z * stderr
+
+
 def verify_suggestions(
     states: list[CriticalState],
     trajectories: list[Trajectory],
     agent: PPO,
     env_id: str,
-    samples: int = 4,
-    horizon: int = 20,
+    settings: VerifySettings,
     reward_scale: float = 1.0,
     seed: int = 0,
 ) -> tuple[list[CriticalState], VerifyReport]:
@@ -76,21 +110,17 @@ def verify_suggestions(
             snapshot = trajectory.snapshots[state.step]
             report.checked += 1
             # Common random numbers: sample i of both arms starts from the same env seed.
-            seeds = [seed + 1000 * index + i for i in range(samples)]
-            suggested = np.mean([_short_return(env, agent, snapshot, env_action(state.suggested_action), horizon, s)
-                                 for s in seeds])
-            own = np.mean([_short_return(env, agent, snapshot, env_action(state.agent_action), horizon, s)
-                           for s in seeds])
-            gap = float(suggested - own)
+            gains = paired_gains(env, agent, snapshot, state, settings, seed + 1000 * index)
+            gap = float(gains.mean())
             report.gaps.append(gap)
-            if gap <= 0:
+            if not significant(gains, settings.z):
                 report.dropped += 1
                 continue
             report.kept += 1
-            implicit = -float(np.tanh(gap / (horizon * max(reward_scale, 1e-8))))
+            implicit = -float(np.tanh(gap / (settings.horizon * max(reward_scale, 1e-8))))
             kept.append(state.model_copy(update={
                 "implicit_reward": implicit,
-                "rationale": f"{state.rationale} [verified: +{gap:.2f} return over {horizon} steps]",
+                "rationale": f"{state.rationale} [verified: +{gap:.2f} return over {settings.horizon} steps]",
             }))
     finally:
         env.close()

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ultrarl.errors import UltraRLError
 from ultrarl.llm.cache import ResponseCache, default_cache_dir
 from ultrarl.llm.client import LLMClient
 from ultrarl.llm.local_backend import DEFAULT_LOCAL_MODEL, LOCAL_MODELS
+
+if TYPE_CHECKING:
+    from ultrarl.llm.settings import LLMSettings
 
 
 def parse_llm_spec(spec: str) -> tuple[str, str]:
@@ -36,22 +40,9 @@ def token_counter(spec: str) -> Callable[[str], int]:
     return estimate_tokens
 
 
-def make_llm_client(
-    spec: str = "local",
-    base_url: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
-    cache_dir: Path | None = None,
-    use_cache: bool = True,
-    max_tokens: int = 400,
-    seed: int = 0,
-    concurrency: int = 4,
-    max_retries: int = 3,
-    timeout_s: float = 120.0,
-    max_reasks: int = 1,
-    max_calls: int | None = None,
-    max_total_tokens: int | None = None,
-) -> LLMClient:
-    backend_name, model = parse_llm_spec(spec)
+def make_llm_client(settings: LLMSettings, seed: int = 0) -> LLMClient:
+    """A client for ``settings.model`` with its cache, ledger and budget."""
+    backend_name, model = parse_llm_spec(settings.model)
     if backend_name == "local":
         from ultrarl.llm.local_backend import LocalLlamaBackend
 
@@ -60,11 +51,12 @@ def make_llm_client(
         from ultrarl.llm.openai_backend import OpenAIBackend
 
         backend = OpenAIBackend(  # type: ignore[assignment]
-            model, base_url=base_url, api_key_env=api_key_env, timeout_s=timeout_s, max_retries=max_retries,
-            max_concurrency=concurrency,
+            model, base_url=settings.base_url, api_key_env=settings.api_key_env, timeout_s=settings.timeout_s,
+            max_retries=settings.max_retries, max_concurrency=settings.concurrency,
         )
-    cache = ResponseCache(cache_dir or default_cache_dir()) if use_cache else None
+    cache_dir = Path(settings.cache_dir) if settings.cache_dir else default_cache_dir()
+    cache = ResponseCache(cache_dir) if settings.use_cache else None
     return LLMClient(
-        backend, cache, max_tokens=max_tokens, seed=seed, max_reasks=max_reasks, max_calls=max_calls,
-        max_total_tokens=max_total_tokens,
+        backend, cache, max_tokens=settings.max_tokens, seed=seed, max_reasks=settings.max_reasks,
+        max_calls=settings.max_calls, max_total_tokens=settings.max_total_tokens,
     )

@@ -4,8 +4,10 @@
   probability p, otherwise at the environment's default start. p is the probability of the
   *critical* start, as in the RICE paper (RICE's public code uses it the other way round).
 - ``RNDBonus``: random network distillation. A fixed random target network and a trained
-  predictor; the bonus is the predictor's error on the next observation, divided by a running
-  standard deviation of the bonus, times λ. It is added to the training reward only: the
+  predictor; the bonus is the predictor's error on the next observation (the terminal one when
+  an episode ends, not the next episode's first), centred and divided by running statistics of
+  the error, times λ (uncentred, the bonus was a near-constant +0.015 per step on Hopper: a
+  reward offset, not exploration). It is added to the training reward only: the
   Monitor wrapper inside sees the environment's reward, so the true return is logged apart.
 """
 
@@ -89,11 +91,14 @@ class RNDBonus(VecEnvWrapper):
 
     def step_wait(self) -> Any:
         obs, rewards, dones, infos = self.venv.step_wait()
-        flat = np.asarray(obs, dtype=np.float64).reshape(self.num_envs, -1)
+        flat = np.array(obs, dtype=np.float64, copy=True).reshape(self.num_envs, -1)
+        for i, done in enumerate(dones):  # the state the step reached, not the next reset's
+            if done and infos[i].get("terminal_observation") is not None:
+                flat[i] = np.asarray(infos[i]["terminal_observation"], dtype=np.float64).ravel()
         self.obs_stats.update(flat)
         novelty = self.novelty(flat)
         self.bonus_stats.update(novelty)
-        bonus = self.weight * novelty / np.sqrt(self.bonus_stats.var + 1e-8)
+        bonus = self.weight * (novelty - self.bonus_stats.mean) / np.sqrt(self.bonus_stats.var + 1e-8)
         self.bonus_sum += float(bonus.sum())
         self.bonus_count += len(bonus)
         self._pending.append(flat)

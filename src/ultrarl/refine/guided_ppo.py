@@ -1,20 +1,22 @@
-"""ULTRA's policy modulation inside PPO's rollout collection.
-
-At a state that matches a guidance-table entry:
-- ULTRA-A executes the suggested action (with some probability, annealed to 0 by default);
-- ULTRA-R trains on r_env + beta * r_LLM;
-- ULTRA-RA does both.
+"""ULTRA's policy modulation inside PPO's rollout collection, and the supervised term.
 
 The override happens here, in the rollout loop, and not in an environment wrapper: the rollout
 buffer must hold the action that was executed, with its log-probability and value under the
 current policy, or PPO's importance ratios would be computed for actions that never ran.
 The environment's own reward reaches the Monitor wrapper untouched, so the true return is what
 ``charts/episodic_return`` and evaluation report.
+
+PPO's clipped ratio caps what one executed suggestion can teach (about log 1.2 of
+log-probability per update, and a negative advantage pushes away from it). With ``bc_weight``
+> 0 each update is followed by a supervised phase on the advised states seen so far: the
+policy's mean action (clipped to the action bounds, so a suggestion at a bound never pulls a
+mean beyond it back inwards) is regressed on the suggestion; discrete policies get the
+cross-entropy. Its weight anneals with the override probability (ours; see docs/METHOD.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch as th
@@ -25,64 +27,80 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from ultrarl.guidance.table import GuidanceTable
+from ultrarl.refine.modulation import Modulation, StepAdvice
 
 
-@dataclass
-class Modulation:
-    """How the guidance table modulates rollouts."""
+class AdviceMemory:
+    """A ring buffer of (policy observation, suggested action) pairs for the supervised term."""
 
-    table: GuidanceTable
-    override_actions: bool  # ULTRA-A
-    shape_rewards: bool  # ULTRA-R
-    override_prob: float = 1.0
-    anneal_override: bool = True  # linearly to 0 over the refinement budget
-    beta: float = 0.5  # implicit-reward weight, in units of the table's reward scale
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...]) -> None:
+        self.observations = np.zeros((capacity, *obs_shape), dtype=np.float32)
+        self.actions = np.zeros((capacity, *action_shape), dtype=np.float32)
+        self.capacity = capacity
+        self.size = 0
+        self._next = 0
 
-    @property
-    def beta_absolute(self) -> float:
-        return self.beta * self.table.reward_scale
+    def add(self, observations: np.ndarray, actions: np.ndarray) -> None:
+        for obs, action in zip(observations, actions):
+            self.observations[self._next] = obs
+            self.actions[self._next] = action
+            self._next = (self._next + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
 
-
-@dataclass
-class ModulationStats:
-    """Counts over the current rollout and over the whole run."""
-
-    steps: int = 0
-    matched: int = 0
-    overridden: int = 0
-    implicit_reward_sum: float = 0.0
-    total: dict[str, float] = field(default_factory=lambda: {"steps": 0, "matched": 0, "overridden": 0})
-
-    def start_rollout(self) -> None:
-        self.steps = self.matched = self.overridden = 0
-        self.implicit_reward_sum = 0.0
-
-    def end_rollout(self) -> dict[str, float]:
-        self.total["steps"] += self.steps
-        self.total["matched"] += self.matched
-        self.total["overridden"] += self.overridden
-        steps = max(self.steps, 1)
-        return {
-            "refine/match_rate": self.matched / steps,
-            "refine/override_rate": self.overridden / steps,
-            "refine/implicit_reward_mean": self.implicit_reward_sum / self.matched if self.matched else 0.0,
-        }
+    def sample_batches(self, batch_size: int, n_batches: int, rng: np.random.Generator):  # type: ignore[no-untyped-def]
+        for _ in range(n_batches):
+            index = rng.integers(self.size, size=min(batch_size, self.size))
+            yield self.observations[index], self.actions[index]
 
 
 class GuidedPPO(PPO):
-    """PPO whose rollouts are modulated by a guidance table. Without one, it is plain PPO."""
+    """PPO whose rollouts are modulated by a guidance table. Without one, it is plain PPO.
 
-    modulation: Modulation | None = None
+    :param modulation: the table, the method's switches and settings (``None``: plain PPO)
+    Every other parameter is SB3's ``PPO``'s.
+    """
+
+    def __init__(self, *args: Any, modulation: Modulation | None = None, **kwargs: Any) -> None:
+        self.modulation = modulation
+        super().__init__(*args, **kwargs)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        # ``load`` sets ``modulation`` from its keyword arguments before calling this.
+        self.modulation = getattr(self, "modulation", None)
+        action_shape = () if isinstance(self.action_space, spaces.Discrete) else self.action_space.shape
+        capacity = self.modulation.settings.bc_memory if self.modulation is not None else 1
+        self.advice_memory = AdviceMemory(capacity, self.observation_space.shape, action_shape)  # type: ignore[arg-type]
+        self._bc_rng = np.random.default_rng(self.seed or 0)
 
     def _excluded_save_params(self) -> list[str]:
         # The saved zip is a plain policy: guidance lives in the run directory, not in the model.
-        return [*super()._excluded_save_params(), "modulation", "modulation_stats", "_override_rng"]
+        return [*super()._excluded_save_params(), "modulation", "advice_memory", "_bc_rng"]
 
-    def set_modulation(self, modulation: Modulation | None, seed: int = 0) -> None:
-        self.modulation = modulation
-        self.modulation_stats = ModulationStats()
-        self._override_rng = np.random.default_rng(seed)
+    def _setup_learn(self, total_timesteps, callback=None, reset_num_timesteps=True, tb_log_name="run", progress_bar=False):  # type: ignore[no-untyped-def]
+        # A loaded agent carries the progress of its own training (often slightly below 0):
+        # the schedules of a refinement start at the beginning of the refinement.
+        if reset_num_timesteps:
+            self._current_progress_remaining = 1.0
+        result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+        if self.modulation is not None and self.advice_memory.size == 0:
+            self._remember_table()
+        return result
+
+    def _remember_table(self) -> None:
+        """The table's own states and suggestions seed the supervised term's memory."""
+        assert self.modulation is not None
+        table = self.modulation.table
+        if len(table) == 0 or self.modulation.settings.bc_weight == 0:
+            return
+        suggested = table.suggested_actions
+        if self.modulation.advisor is not None:
+            suggested = np.asarray(self.modulation.advisor(table.observations))
+        self.advice_memory.add(self._policy_obs(table.observations.astype(np.float32)), suggested)
+
+    def _policy_obs(self, raw: np.ndarray) -> np.ndarray:
+        env = self.get_env()
+        return env.normalize_obs(raw) if isinstance(env, VecNormalize) else raw
 
     def _raw_obs(self, env: VecEnv) -> np.ndarray:
         """Observations as the environment produced them: the table is in that space."""
@@ -90,52 +108,39 @@ class GuidedPPO(PPO):
             return env.get_original_obs()
         return np.asarray(self._last_obs)
 
-    def _setup_learn(self, total_timesteps, callback=None, reset_num_timesteps=True, tb_log_name="run", progress_bar=False):  # type: ignore[no-untyped-def]
-        # A loaded agent carries the progress of its own training (often slightly below 0):
-        # the override schedule of a refinement starts at the beginning of the refinement.
-        if reset_num_timesteps:
-            self._current_progress_remaining = 1.0
-        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-
-    def current_override_prob(self) -> float:
-        assert self.modulation is not None
-        p = self.modulation.override_prob
-        progress = min(1.0, max(0.0, self._current_progress_remaining))
-        return p * progress if self.modulation.anneal_override else p
-
     def _modulate(
         self, env: VecEnv, obs_tensor: th.Tensor, actions: np.ndarray, values: th.Tensor, log_probs: th.Tensor
     ) -> tuple[np.ndarray, th.Tensor, th.Tensor, np.ndarray]:
         """Override actions at matched states; return the implicit reward per env (0 if unmatched)."""
-        modulation = self.modulation
-        implicit = np.zeros(env.num_envs, dtype=np.float32)
-        if modulation is None:
-            return actions, values, log_probs, implicit
-        stats = self.modulation_stats
-        matches = modulation.table.match(self._raw_obs(env))
-        matched = matches >= 0
-        stats.steps += env.num_envs
-        stats.matched += int(matched.sum())
-        if not matched.any():
-            return actions, values, log_probs, implicit
-        if modulation.shape_rewards:
-            implicit[matched] = modulation.table.implicit_rewards[matches[matched]]
-            stats.implicit_reward_sum += float(implicit[matched].sum())
-        if modulation.override_actions:
-            override = matched & (self._override_rng.random(env.num_envs) < self.current_override_prob())
-            if override.any():
-                suggested = modulation.table.suggested_actions[matches[override]]
-                if isinstance(self.action_space, spaces.Box) and self.policy.squash_output:
-                    suggested = self.policy.scale_action(suggested)  # buffer holds actions in [-1, 1]
-                actions = actions.copy()
-                actions[override] = suggested
-                # Value does not depend on the action, the log-probability does: evaluate the
-                # executed actions under the current policy, exactly as PPO's update will.
-                action_tensor = th.as_tensor(actions, device=self.device)
-                values, log_probs, _ = self.policy.evaluate_actions(obs_tensor, action_tensor)
-                values = values.flatten()
-                stats.overridden += int(override.sum())
-        return actions, values, log_probs, implicit
+        if self.modulation is None:
+            return actions, values, log_probs, np.zeros(env.num_envs, dtype=np.float32)
+        own = self._env_actions(actions)
+        advice = self.modulation.advise(self._raw_obs(env), own, self.action_space, self._current_progress_remaining)
+        if advice.matched.any() and self.modulation.settings.bc_weight > 0:
+            self.advice_memory.add(np.asarray(self._last_obs)[advice.matched], advice.suggested)
+        if advice.override.any():
+            actions = self._with_overrides(actions, advice)
+            # Value does not depend on the action, the log-probability does: evaluate the
+            # executed actions under the current policy, exactly as PPO's update will.
+            values, log_probs, _ = self.policy.evaluate_actions(obs_tensor, th.as_tensor(actions, device=self.device))
+            values = values.flatten()
+        return actions, values, log_probs, advice.implicit
+
+    def _with_overrides(self, actions: np.ndarray, advice: StepAdvice) -> np.ndarray:
+        suggested = advice.suggested[advice.override[advice.matched]]
+        if isinstance(self.action_space, spaces.Box) and self.policy.squash_output:
+            suggested = self.policy.scale_action(suggested)  # the buffer holds actions in [-1, 1]
+        actions = actions.copy()
+        actions[advice.override] = suggested
+        return actions
+
+    def _env_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Policy outputs as the environment receives them."""
+        if not isinstance(self.action_space, spaces.Box):
+            return actions
+        if self.policy.squash_output:
+            return self.policy.unscale_action(actions)
+        return np.clip(actions, self.action_space.low, self.action_space.high)
 
     def collect_rollouts(
         self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
@@ -145,9 +150,8 @@ class GuidedPPO(PPO):
         rollout_buffer.reset()
         if self.use_sde:
             self.policy.reset_noise(env.num_envs)
-        if not hasattr(self, "modulation_stats"):
-            self.set_modulation(self.modulation)
-        self.modulation_stats.start_rollout()
+        if self.modulation is not None:
+            self.modulation.stats.start_rollout()
         callback.on_rollout_start()
 
         n_steps = 0
@@ -160,14 +164,7 @@ class GuidedPPO(PPO):
                 actions, values, log_probs, implicit = self._modulate(
                     env, obs_tensor, action_tensor.cpu().numpy(), values, log_probs
                 )
-
-            executed = actions
-            if isinstance(self.action_space, spaces.Box):
-                if self.policy.squash_output:
-                    executed = self.policy.unscale_action(actions)
-                else:
-                    executed = np.clip(actions, self.action_space.low, self.action_space.high)
-            new_obs, rewards, dones, infos = env.step(executed)
+            new_obs, rewards, dones, infos = env.step(self._env_actions(actions))
             self.num_timesteps += env.num_envs
 
             callback.update_locals(locals())
@@ -176,20 +173,7 @@ class GuidedPPO(PPO):
             self._update_info_buffer(infos, dones)
             n_steps += 1
 
-            # Training reward: environment reward plus the scaled implicit reward (ULTRA-R).
-            train_rewards = rewards.astype(np.float32)
-            if self.modulation is not None and self.modulation.shape_rewards:
-                train_rewards = train_rewards + self.modulation.beta_absolute * implicit
-            # Bootstrap through time-limit truncations, as SB3's PPO does.
-            for idx, done in enumerate(dones):
-                if done and infos[idx].get("terminal_observation") is not None and infos[idx].get(
-                    "TimeLimit.truncated", False
-                ):
-                    terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
-                    with th.no_grad():
-                        terminal_value = self.policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
-                    train_rewards[idx] += self.gamma * float(terminal_value.item())
-
+            train_rewards = self._training_rewards(rewards, implicit, dones, infos)
             buffer_actions = actions.reshape(-1, 1) if isinstance(self.action_space, spaces.Discrete) else actions
             rollout_buffer.add(
                 self._last_obs,  # type: ignore[arg-type]
@@ -205,10 +189,68 @@ class GuidedPPO(PPO):
         with th.no_grad():
             last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
         rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
-        if self.modulation is not None:
-            for key, value in self.modulation_stats.end_rollout().items():
-                self.logger.record(key, value)
-            self.logger.record("refine/override_prob", self.current_override_prob())
+        self._log_modulation()
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _training_rewards(
+        self, rewards: np.ndarray, implicit: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]
+    ) -> np.ndarray:
+        """Environment reward plus β·r_LLM (ULTRA-R), bootstrapped through time-limit truncations
+        as SB3's PPO does."""
+        train_rewards = rewards.astype(np.float32)
+        if self.modulation is not None and self.modulation.shape_rewards:
+            train_rewards = train_rewards + self.modulation.beta_absolute * implicit
+        for idx, done in enumerate(dones):
+            if done and infos[idx].get("terminal_observation") is not None and infos[idx].get(
+                "TimeLimit.truncated", False
+            ):
+                terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
+                with th.no_grad():
+                    terminal_value = self.policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
+                train_rewards[idx] += self.gamma * float(terminal_value.item())
+        return train_rewards
+
+    def _log_modulation(self) -> None:
+        if self.modulation is None:
+            return
+        for key, value in self.modulation.stats.end_rollout().items():
+            self.logger.record(key, value)
+        self.logger.record("refine/override_prob", self.modulation.override_prob(self._current_progress_remaining))
+
+    def train(self) -> None:
+        super().train()
+        if self.modulation is None or self.advice_memory.size == 0:
+            return
+        weight = self.modulation.bc_weight(self._current_progress_remaining)
+        if weight > 0:
+            self.logger.record("refine/bc_loss", self._supervised_phase(weight))
+
+    def _supervised_phase(self, weight: float) -> float:
+        """As many minibatch steps as PPO's update took, on the advised states."""
+        self.policy.set_training_mode(True)
+        n_batches = self.n_epochs * max(1, self.n_steps * self.n_envs // self.batch_size)
+        losses = []
+        for obs, suggested in self.advice_memory.sample_batches(self.batch_size, n_batches, self._bc_rng):
+            loss = weight * self._imitation_loss(th.as_tensor(obs, device=self.device),
+                                                 th.as_tensor(suggested, device=self.device))
+            self.policy.optimizer.zero_grad()
+            loss.backward()
+            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+            self.policy.optimizer.step()
+            losses.append(float(loss.item()))
+        return float(np.mean(losses))
+
+    def _imitation_loss(self, obs: th.Tensor, suggested: th.Tensor) -> th.Tensor:
+        distribution = self.policy.get_distribution(obs).distribution
+        if isinstance(self.action_space, spaces.Discrete):
+            return th.nn.functional.cross_entropy(distribution.logits, suggested.long().flatten())  # type: ignore[union-attr]
+        low = th.as_tensor(self.action_space.low, device=self.device)
+        high = th.as_tensor(self.action_space.high, device=self.device)
+        mean = distribution.mean  # type: ignore[union-attr]
+        if self.policy.squash_output:
+            mean, suggested = th.tanh(mean), 2 * (suggested - low) / (high - low) - 1
+            low, high = -th.ones_like(low), th.ones_like(high)
+        executed_mean = th.maximum(th.minimum(mean, high), low)  # the action the environment would get
+        return (((executed_mean - suggested) / (high - low)) ** 2).sum(dim=-1).mean()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import gymnasium as gym
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger, configure
@@ -22,33 +22,13 @@ from ultrarl.envs.factory import check_agent_spaces, make_vec_env
 from ultrarl.envs.snapshot import Snapshot
 from ultrarl.errors import UltraRLError
 from ultrarl.guidance.table import GuidanceTable
+from ultrarl.methods import get_method
 from ultrarl.refine.callbacks import ExplorationLogger, TrueReturnLogger
 from ultrarl.refine.checkpoint import Checkpoint, PeriodicCheckpoint
 from ultrarl.refine.exploration import CriticalStateResets, RNDBonus
-from ultrarl.refine.guided_ppo import GuidedPPO, Modulation
-from ultrarl.run_dir import write_bytes_atomic
-
-Method = Literal["ultra-a", "ultra-r", "ultra-ra", "ppo", "statemask-r", "rice", "random", "oracle"]
-METHODS: tuple[str, ...] = get_args(Method)
-ULTRA_METHODS = ("ultra-a", "ultra-r", "ultra-ra")  # advised by an LLM
-GUIDED_METHODS = (*ULTRA_METHODS, "oracle")  # modulate rollouts with a guidance table
-RESET_METHODS = ("statemask-r", "rice", "random")  # refine from resets to critical states
-
-
-class ModulationConfig(BaseModel):
-    """ULTRA's knobs (METHOD.md step 6); every default is a documented choice."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    override_prob: float = Field(1.0, ge=0.0, le=1.0, description="probability of executing the suggested action")
-    anneal_override: bool = Field(True, description="anneal the override probability linearly to 0")
-    beta: float = Field(0.5, ge=0.0, description="implicit-reward weight, relative to mean |r| per step")
-
-
-def check_method(method: str) -> Method:
-    if method not in METHODS:
-        raise UltraRLError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
-    return method  # type: ignore[return-value]
+from ultrarl.refine.guided_ppo import GuidedPPO
+from ultrarl.refine.modulation import Advisor, Modulation, ModulationSettings
+from ultrarl.run_dir import write_model
 
 
 def load_agent(path: str | Path, cls: type[PPO] = PPO, **kwargs: object) -> PPO:
@@ -68,9 +48,30 @@ def load_agent(path: str | Path, cls: type[PPO] = PPO, **kwargs: object) -> PPO:
         raise UltraRLError(f"cannot load agent {path} as an SB3 PPO model: {type(exc).__name__}: {exc}") from exc
 
 
+def load_checked_agent(path: str | Path, env_id: str) -> PPO:
+    """An agent zip, loaded once, whose spaces match the environment's."""
+    agent = load_agent(path)
+    check_agent_spaces(agent.observation_space, agent.action_space, env_id)
+    return agent
+
+
 class Refiner:
     """Refines a sub-optimal PPO agent with one of ULTRA's variants or a baseline: continued PPO,
-    StateMask-R, RICE, random (resets to critical states, RND) or the oracle (an expert advisor)."""
+    StateMask-R, RICE, random (resets to critical states, RND) or the oracle (an expert advisor).
+
+    :param agent: the agent (an SB3 PPO, whose spaces were checked) or the path of its zip
+    :param env_id: the environment
+    :param method: a name in ``ultrarl.methods.METHODS``: it decides override and shaping
+    :param guidance: the guidance table (guided methods)
+    :param modulation: ULTRA's settings (override probability, β, supervised term, ...)
+    :param advisor: a live advisor for matched states (the oracle's expert); None: the table
+    :param seed: seed of the environments, PPO and the modulation's draws
+    :param n_envs: parallel environments
+    :param log_dir: SB3 CSV and TensorBoard logs (None: no logs)
+    :param initial_states: the critical states episodes may start from
+    :param reset_prob: probability that an episode starts at one of them
+    :param rnd_weight: λ of the RND bonus on the training reward (0: none)
+    """
 
     def __init__(
         self,
@@ -78,7 +79,8 @@ class Refiner:
         env_id: str,
         method: str = "ultra-ra",
         guidance: GuidanceTable | None = None,
-        modulation: ModulationConfig | None = None,
+        modulation: ModulationSettings | None = None,
+        advisor: Advisor | None = None,
         seed: int = 0,
         n_envs: int = 1,
         log_dir: str | Path | None = None,
@@ -86,57 +88,50 @@ class Refiner:
         reset_prob: float = 0.0,
         rnd_weight: float = 0.0,
     ) -> None:
-        self.method = check_method(method)
+        self.method = get_method(method)
         self.env_id = env_id
         self.seed = seed
-        if self.method in GUIDED_METHODS and guidance is None:
-            raise UltraRLError(f"method {self.method} needs a guidance table (run explain first)")
+        if self.method.guided and guidance is None:
+            raise UltraRLError(f"method {self.method.name} needs a guidance table (run explain first)")
         if reset_prob > 0 and not initial_states:
-            raise UltraRLError(f"method {self.method} resets to critical states but none were given")
+            raise UltraRLError(f"method {self.method.name} resets to critical states but none were given")
         self.guidance = guidance
-        self.modulation_config = modulation or ModulationConfig()
-        # RICE's machinery: a mixed initial distribution (critical states with probability p)
-        # and an RND bonus on the training reward; Monitor, inside both, sees the true reward.
-        resets = reset_prob > 0 and bool(initial_states)
-        self.env = make_vec_env(
-            env_id, n_envs=n_envs, seed=seed,
-            wrapper_class=CriticalStateResets if resets else None,
-            wrapper_kwargs={"snapshots": initial_states, "reset_prob": reset_prob, "seed": seed} if resets else None,
+        self.reset_pool_size = len(initial_states or []) if reset_prob > 0 else 0
+        self.env = self._make_env(n_envs, initial_states or [], reset_prob, rnd_weight)
+        self.modulation = (
+            Modulation(guidance, self.method.override_actions, self.method.shape_rewards, modulation, advisor, seed)
+            if self.method.guided and guidance is not None else None
         )
-        if rnd_weight > 0:
-            self.env = RNDBonus(self.env, rnd_weight, seed=seed)
-        # Continue from the agent's weights, hyperparameters and optimiser state: loading the
-        # zip as the refinement class keeps all three (an in-memory agent goes through a buffer).
-        cls = GuidedPPO if self.method in GUIDED_METHODS else PPO
-        if isinstance(agent, PPO):
-            check_agent_spaces(agent.observation_space, agent.action_space, env_id)
-            buffer = io.BytesIO()
-            agent.save(buffer)
-            buffer.seek(0)
-            self.model: PPO = cls.load(buffer, env=self.env, device="cpu")
-        else:
-            probe = load_agent(agent)
-            check_agent_spaces(probe.observation_space, probe.action_space, env_id)
-            self.model = load_agent(agent, cls, env=self.env)
+        if isinstance(agent, (str, Path)):
+            agent = load_checked_agent(agent, env_id)
+        self.model = self._continue(agent)
         self.model.set_random_seed(seed)
-        if isinstance(self.model, GuidedPPO):
-            self.model.set_modulation(self._modulation(), seed=seed)
         self.true_returns = TrueReturnLogger()
         self.resumed_from = 0  # steps already done by the checkpoint this refiner continues
         # Without a log directory, log nowhere (SB3's default would create a folder in /tmp).
         self.model.set_logger(configure(str(log_dir), ["csv", "tensorboard"]) if log_dir else Logger(None, []))
 
-    def _modulation(self) -> Modulation:
-        assert self.guidance is not None
-        cfg = self.modulation_config
-        return Modulation(
-            table=self.guidance,
-            override_actions=self.method in ("ultra-a", "ultra-ra", "oracle"),
-            shape_rewards=self.method in ("ultra-r", "ultra-ra", "oracle"),
-            override_prob=cfg.override_prob,
-            anneal_override=cfg.anneal_override,
-            beta=cfg.beta,
-        )
+    def _make_env(self, n_envs: int, initial_states: list[Snapshot], reset_prob: float, rnd_weight: float):  # type: ignore[no-untyped-def]
+        """RICE's machinery: a mixed initial distribution (critical states with probability p,
+        each environment with its own random stream) and an RND bonus on the training reward;
+        Monitor, inside both, sees the true reward."""
+        seed = self.seed
+
+        def resets(env: gym.Env, rank: int) -> gym.Env:
+            return CriticalStateResets(env, initial_states, reset_prob, seed=seed + rank)
+
+        env = make_vec_env(self.env_id, n_envs=n_envs, seed=seed, wrapper=resets if reset_prob > 0 else None)
+        return RNDBonus(env, rnd_weight, seed=seed) if rnd_weight > 0 else env
+
+    def _continue(self, agent: PPO) -> PPO:
+        """The agent as the refinement class, with its weights, hyperparameters and optimiser
+        state (saving and loading keeps all three)."""
+        buffer = io.BytesIO()
+        agent.save(buffer)
+        buffer.seek(0)
+        if self.modulation is not None:
+            return GuidedPPO.load(buffer, env=self.env, device="cpu", modulation=self.modulation)
+        return PPO.load(buffer, env=self.env, device="cpu")
 
     def refine(
         self,
@@ -168,46 +163,42 @@ class Refiner:
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What a checkpoint needs beyond the SB3 zip."""
-        state: dict[str, Any] = {"episodes": self.true_returns.episodes, "method": self.method}
-        if isinstance(self.model, GuidedPPO) and self.model.modulation is not None:
-            state["modulation_total"] = dict(self.model.modulation_stats.total)
-            state["override_rng"] = self.model._override_rng.bit_generator.state
+        state: dict[str, Any] = {"episodes": self.true_returns.episodes, "method": self.method.name}
+        if self.modulation is not None:
+            state["modulation"] = self.modulation.state()
         if isinstance(self.env, RNDBonus):
             state["rnd"] = self.env.state()
         return state
 
-    @classmethod
-    def from_checkpoint(cls, checkpoint: Checkpoint, env_id: str, method: str = "ultra-ra", **options: Any) -> "Refiner":
-        """Continue a refinement from its latest checkpoint (``ultrarl refine --resume``);
-        ``options`` are the constructor's (guidance, modulation, seed, resets, ...)."""
-        if checkpoint.state.get("method", method) != method:
-            raise UltraRLError(f"the checkpoint is of method {checkpoint.state['method']}, not {method}")
-        refiner = cls(checkpoint.model_path, env_id, method, **options)
-        refiner.resumed_from = checkpoint.timesteps
-        refiner.model.num_timesteps = checkpoint.timesteps
-        refiner.true_returns.episodes = [tuple(e) for e in checkpoint.state.get("episodes", [])]  # type: ignore[misc]
-        if isinstance(refiner.model, GuidedPPO) and "modulation_total" in checkpoint.state:
-            refiner.model.modulation_stats.total = dict(checkpoint.state["modulation_total"])
-            refiner.model._override_rng.bit_generator.state = checkpoint.state["override_rng"]
-        if isinstance(refiner.env, RNDBonus) and "rnd" in checkpoint.state:
-            refiner.env.load_state(checkpoint.state["rnd"])
-        return refiner
+    def resume_from(self, checkpoint: Checkpoint) -> "Refiner":
+        """Continue from a checkpoint of the same run (``ultrarl refine --resume``): weights,
+        optimiser, step counter, learning curve and counters."""
+        if checkpoint.state.get("method", self.method.name) != self.method.name:
+            raise UltraRLError(f"the checkpoint is of method {checkpoint.state['method']}, not {self.method.name}")
+        logger = self.model.logger
+        self.model = self._continue(load_agent(checkpoint.model_path))
+        self.model.set_random_seed(self.seed)
+        self.model.set_logger(logger)
+        self.resumed_from = checkpoint.timesteps
+        self.model.num_timesteps = checkpoint.timesteps
+        self.true_returns.episodes = [tuple(e) for e in checkpoint.state.get("episodes", [])]  # type: ignore[misc]
+        if self.modulation is not None and "modulation" in checkpoint.state:
+            self.modulation.load_state(checkpoint.state["modulation"])
+        if isinstance(self.env, RNDBonus) and "rnd" in checkpoint.state:
+            self.env.load_state(checkpoint.state["rnd"])
+        return self
 
     @property
     def modulation_totals(self) -> dict[str, float]:
-        """Whole-run match and override counts (zeros for plain PPO)."""
-        if not isinstance(self.model, GuidedPPO) or self.model.modulation is None:
+        """Whole-run match and override counts (zeros for unguided methods)."""
+        if self.modulation is None:
             return {"steps": 0, "matched": 0, "overridden": 0, "match_rate": 0.0, "override_rate": 0.0}
-        total = dict(self.model.modulation_stats.total)
-        steps = max(total["steps"], 1)
-        return {**total, "match_rate": total["matched"] / steps, "override_rate": total["overridden"] / steps}
+        return self.modulation.stats.totals()
 
     def save(self, path: str | Path) -> None:
         """The refined policy as a plain SB3 PPO zip: loadable with ``PPO.load`` anywhere.
         Written atomically: a crash never leaves a half-written zip under ``path``."""
-        buffer = io.BytesIO()
-        self.model.save(buffer)
-        write_bytes_atomic(Path(path), buffer.getvalue())
+        write_model(Path(path), self.model)
 
     @classmethod
     def load(cls, path: str | Path, env_id: str, seed: int = 0) -> "Refiner":

@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ultrarl.bench.grid import run_dir_for
+from ultrarl import run_dir as files
 from ultrarl.errors import UltraRLError
-from ultrarl.run_dir import RUN_MARKER
+from ultrarl.methods import METHODS
 
 BOOTSTRAP_REPS = 2000
 CURVE_BINS = 20
@@ -47,7 +47,7 @@ class RunRow:
 
 
 def collect_rows(bench_dir: Path) -> tuple[dict[str, Any], list[RunRow]]:
-    config_path = bench_dir / "bench.yaml"
+    config_path = bench_dir / files.BENCH_CONFIG
     if not config_path.exists():
         raise UltraRLError(f"{bench_dir} holds no bench.yaml: not a bench directory")
     config = yaml.safe_load(config_path.read_text())
@@ -55,14 +55,14 @@ def collect_rows(bench_dir: Path) -> tuple[dict[str, Any], list[RunRow]]:
     for env_id in config["envs"]:
         for method in config["methods"]:
             for seed in config["seeds"]:
-                rows.append(_row(env_id, method, seed, run_dir_for(bench_dir, env_id, method["name"], seed)))
+                rows.append(_row(env_id, method, seed, files.bench_run_dir(bench_dir, env_id, method["name"], seed)))
     return config, rows
 
 
 def _row(env_id: str, method: dict[str, Any], seed: int, run_dir: Path) -> RunRow:
-    eval_path = run_dir / "eval.json"
-    finished = (run_dir / RUN_MARKER).exists()
-    status = "done" if finished else "failed" if (run_dir / "error.txt").exists() else "missing"
+    eval_path = run_dir / files.EVAL
+    finished = (run_dir / files.CONFIG).exists()
+    status = "done" if finished else "failed" if (run_dir / files.ERROR).exists() else "missing"
     before = after = after_std = None
     if finished and eval_path.exists():
         data = json.loads(eval_path.read_text())
@@ -146,25 +146,27 @@ def learning_curves(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -
             env_rows = [r for r in rows if r.env_id == env_id and r.method == method["name"] and r.status == "done"]
             if not env_rows:
                 continue
-            if method["method"] == "none":
+            spec = METHODS[method["method"]]
+            if not spec.refines:
                 level = np.mean([r.after for r in env_rows])
                 ax.axhline(level, color="grey", linestyle="--", label=f"{method['name']} (agent as is)")
                 continue
-            curves = [c for c in (_binned_curve(r.run_dir / "episodes.csv", edges) for r in env_rows) if c is not None]
+            curves = [c for c in (_binned_curve(r.run_dir / files.EPISODES, edges) for r in env_rows) if c is not None]
             if not curves:
                 continue
             stacked = np.array(curves)
             mean, std = np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
-            label = f"{method['name']} (upper bound)" if method["method"] == "oracle" else method["name"]
-            ax.plot(centres, mean, label=label, linestyle=":" if method["method"] == "oracle" else "-")
+            label = f"{method['name']} (upper bound)" if spec.upper_bound else method["name"]
+            ax.plot(centres, mean, label=label, linestyle=":" if spec.upper_bound else "-")
             ax.fill_between(centres, mean - std, mean + std, alpha=0.15)
         ax.set_title(f"{env_id}: true return during refinement")
         ax.set_xlabel("refinement steps")
         ax.set_ylabel("episodic return (mean ± std over seeds)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out_dir / f"curve_{env_id.replace('/', '_')}.png"
-        fig.savefig(path, dpi=110)
+        path = out_dir / f"curve_{files.env_slug(env_id)}.png"
+        with files.atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
         plt.close(fig)
         paths.append(path)
     return paths
@@ -198,9 +200,9 @@ def _binned_curve(path: Path, edges: np.ndarray) -> np.ndarray | None:
 def critical_state_sample(rows: list[RunRow], limit: int = 12) -> list[dict[str, Any]]:
     sample = []
     for row in rows:
-        if row.kind not in ("ultra-a", "ultra-r", "ultra-ra") or row.status != "done":
+        if not METHODS[row.kind].asks_llm or row.status != "done":
             continue
-        path = row.run_dir / "explanations.jsonl"
+        path = row.run_dir / files.EXPLANATIONS
         lines = path.read_text().splitlines() if path.exists() else []
         for line in lines[:2]:
             state = json.loads(line)
@@ -216,20 +218,50 @@ def write_bench_report(bench_dir: Path) -> Path:
     estimates = rliable_estimates(config, rows)
     curves = learning_curves(config, rows, bench_dir)
     sample = critical_state_sample(rows)
-    with open(bench_dir / "results.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["env", "method", "kind", "seed", "status", "before", "after", "after_std"])
-        for r in rows:
-            writer.writerow([r.env_id, r.method, r.kind, r.seed, r.status, r.before, r.after, r.after_std])
-    (bench_dir / "estimates.json").write_text(json.dumps(estimates, indent=2) + "\n")
+    files.write_csv(bench_dir / files.RESULTS,
+                    [[r.env_id, r.method, r.kind, r.seed, r.status, r.before, r.after, r.after_std] for r in rows],
+                    ["env", "method", "kind", "seed", "status", "before", "after", "after_std"])
+    estimates["paired_difference_to_ppo"] = paired_differences(config, rows)
+    files.write_json(bench_dir / files.ESTIMATES, estimates)
     markdown = render_markdown(config, rows, table, estimates, curves, sample)
-    (bench_dir / "report.md").write_text(markdown)
-    (bench_dir / "report.html").write_text(render_html(markdown, curves))
-    return bench_dir / "report.md"
+    files.write_text_atomic(bench_dir / files.REPORT_MD, markdown)
+    files.write_text_atomic(bench_dir / files.REPORT_HTML, render_html(markdown, curves))
+    return bench_dir / files.REPORT_MD
+
+
+def paired_differences(config: dict[str, Any], rows: list[RunRow], seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Per environment and method: the mean over seeds of (method - ppo) on the same seed, with a
+    95% percentile-bootstrap CI over seeds. Only seeds where both finished count."""
+    baseline = next((m["name"] for m in config["methods"] if m["method"] == "ppo"), None)
+    out: dict[str, dict[str, Any]] = {}
+    if baseline is None:
+        return out
+    rng = np.random.default_rng(seed)
+    for env_id in config["envs"]:
+        ppo = {r.seed: r.after for r in rows if r.env_id == env_id and r.method == baseline and r.after is not None}
+        out[env_id] = {}
+        for method in config["methods"]:
+            mine = {r.seed: r.after for r in rows if r.env_id == env_id and r.method == method["name"]
+                    and r.after is not None}
+            seeds = sorted(set(ppo) & set(mine))
+            if method["name"] == baseline or len(seeds) < 2:
+                continue
+            diffs = np.array([mine[s] - ppo[s] for s in seeds])
+            boot = diffs[rng.integers(len(diffs), size=(BOOTSTRAP_REPS, len(diffs)))].mean(axis=1)
+            out[env_id][method["name"]] = {"point": float(diffs.mean()), "low": float(np.quantile(boot, 0.025)),
+                                           "high": float(np.quantile(boot, 0.975)), "seeds": len(seeds)}
+    return out
 
 
 def _fmt(e: dict[str, float] | None) -> str:
     return f"{e['point']:.2f} [{e['low']:.2f}, {e['high']:.2f}]" if e else "n/a"
+
+
+def _fmt_diff(e: dict[str, float] | None) -> str:
+    if not e:
+        return "n/a"
+    mark = " *" if e["low"] > 0 or e["high"] < 0 else ""
+    return f"{e['point']:+.1f} [{e['low']:+.1f}, {e['high']:+.1f}]{mark}"
 
 
 def render_markdown(
@@ -260,6 +292,14 @@ def render_markdown(
             lines.append(f"| {m} | " + " | ".join(cells) + f" | {_fmt(estimates['normalised_iqm'].get(m))} |")
     else:
         lines.append("(no method has every seed finished)")
+    paired = estimates.get("paired_difference_to_ppo", {})
+    if any(paired.values()):
+        lines += ["", "## Paired difference to continued PPO (same seed), mean [95% bootstrap CI over seeds]", "",
+                  "| method | " + " | ".join(paired) + " |", "|---|" + "---:|" * len(paired)]
+        names = [m["name"] for m in config["methods"] if any(m["name"] in paired[e] for e in paired)]
+        for name in names:
+            cells = [_fmt_diff(paired[e].get(name)) for e in paired]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     improvement = estimates.get("prob_improvement_over_ppo", {})
     if improvement:
         lines += ["", "## Probability of improvement over continued PPO", "", "| method | P(method > ppo) [95% CI] |",

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ultrarl.evaluate.evaluation import EvalResult
+from ultrarl.run_dir import write_text_atomic
 from ultrarl.explain.explainer import CriticalState
 
 
@@ -62,4 +63,4 @@ def write_report(
     if pictured:
         lines += ["", "## Pictures of the critical states", ""]
         lines += [f"![episode {s.episode}, step {s.step}]({s.frame})" for s in pictured]
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")

@@ -1,0 +1,106 @@
+"""Make the stuck agents and the experts that the stuck-agent benchmark ships (``MANIFEST.json``
+records each file's command, seed, versions and SHA-256).
+
+    python benchmarks/agents/make_agents.py [--only ENV_SLUG]
+
+- Stuck agents: SB3 PPO with its default hyperparameters, ``PRETRAIN`` steps, one per seed.
+  On MountainCarContinuous-v0 PPO learns to stand still (the action costs energy, the flag is
+  never found); on SparseHopper-v5 the reward only starts once the torso is past x = 0.6.
+- Experts (the oracle's advisor, an upper bound): on MountainCarContinuous-v0 a PPO policy
+  network fitted by supervised learning to the energy-pumping controller a = sign(velocity)
+  (reaches the flag from every start); on SparseHopper-v5 PPO trained on dense Hopper-v5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch as th
+from stable_baselines3 import PPO
+
+from ultrarl.envs.factory import make_vec_env
+from ultrarl.evaluate.evaluation import evaluate_agent
+from ultrarl.pipeline import pretrain
+from ultrarl.run_dir import write_model
+from ultrarl.settings import PretrainSettings
+
+HERE = Path(__file__).resolve().parent
+PRETRAIN = {"MountainCarContinuous-v0": (30_000, range(10)), "ultrarl/SparseHopper-v5": (60_000, range(5))}
+EXPERT_SEED = 10_000
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pumping_expert(out: Path) -> PPO:
+    """A PPO policy whose mean action is the energy-pumping controller's, fitted on states
+    sampled over MountainCar's whole state box."""
+    env = make_vec_env("MountainCarContinuous-v0", seed=EXPERT_SEED)
+    expert = PPO("MlpPolicy", env, seed=EXPERT_SEED, device="cpu", policy_kwargs={"log_std_init": -3.0})
+    rng = np.random.default_rng(EXPERT_SEED)
+    obs = np.stack([rng.uniform(-1.2, 0.6, 20_000), rng.uniform(-0.07, 0.07, 20_000)], axis=1).astype(np.float32)
+    target = np.where(obs[:, 1:] >= 0, 1.0, -1.0).astype(np.float32)
+    optimiser = th.optim.Adam(expert.policy.parameters(), lr=1e-3)
+    for _ in range(3000):
+        index = rng.integers(len(obs), size=256)
+        mean = expert.policy.get_distribution(th.as_tensor(obs[index])).distribution.mean
+        loss = ((th.clamp(mean, -1, 1) - th.as_tensor(target[index])) ** 2).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    write_model(out, expert)
+    return expert
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default=None, help="one environment slug")
+    args = parser.parse_args()
+    manifest_path = HERE / "MANIFEST.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    versions = {p: version(p) for p in ("stable-baselines3", "gymnasium", "torch", "mujoco")}
+    for env_id, (steps, seeds) in PRETRAIN.items():
+        slug = env_id.replace("/", "_")
+        if args.only and args.only != slug:
+            continue
+        for seed in seeds:
+            out = HERE / slug / f"seed{seed}.zip"
+            start = time.perf_counter()
+            if out.exists():  # made before: evaluated and recorded again, not retrained
+                agent = PPO.load(out, device="cpu")
+            else:
+                agent = pretrain(PretrainSettings(env_id=env_id, timesteps=steps, seed=seed, out=str(out)),
+                                 progress_bar=False)
+            result = evaluate_agent(agent, env_id, 20, 10_000 + seed)
+            manifest[f"{slug}/seed{seed}.zip"] = {
+                "command": f"ultrarl pretrain {env_id} --timesteps {steps} --seed {seed} --out {out.name}",
+                "seed": seed, "versions": versions, "sha256": sha256(out), "eval_mean_20": result.mean,
+                "wall_s": time.perf_counter() - start}
+            print(f"{env_id} seed {seed}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
+        expert_out = HERE / "experts" / f"{slug}.zip"
+        expert_out.parent.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        if env_id == "MountainCarContinuous-v0":
+            expert = pumping_expert(expert_out)
+            command = "benchmarks/agents/make_agents.py: PPO policy fitted to a = sign(velocity)"
+        else:
+            expert = pretrain(PretrainSettings(env_id="Hopper-v5", timesteps=150_000, seed=EXPERT_SEED,
+                                               out=str(expert_out)), progress_bar=False)
+            command = f"ultrarl pretrain Hopper-v5 --timesteps 150000 --seed {EXPERT_SEED}"
+        result = evaluate_agent(expert, env_id, 20, 20_000)
+        manifest[f"experts/{slug}.zip"] = {"command": command, "seed": EXPERT_SEED, "versions": versions,
+                                           "sha256": sha256(expert_out), "eval_mean_20": result.mean,
+                                           "wall_s": time.perf_counter() - start}
+        print(f"expert {env_id}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
+        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

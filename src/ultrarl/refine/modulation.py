@@ -1,0 +1,170 @@
+"""What guidance does to a rollout step: ULTRA's policy modulation, decided in one place.
+
+At a state that matches a guidance-table entry:
+- ULTRA-A executes the suggested action (with some probability, annealed to 0 by default);
+- ULTRA-R trains on r_env + β·r_LLM, where r_LLM rates the agent's *own* action: it is added
+  only where the agent's own action ran, never to an executed suggestion;
+- ULTRA-RA does both.
+Beyond the paper (ours, each a setting, off when its weight is 0): a supervised term that pulls
+the policy towards the suggestions (``bc_weight``, annealed), and a live advisor (the oracle's
+expert asked at the visited state instead of the table's nearest entry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from gymnasium import spaces
+from pydantic import BaseModel, ConfigDict, Field
+
+from ultrarl.envs.actions import rate_action
+from ultrarl.guidance.table import GuidanceTable
+
+# An advisor maps a batch of raw observations to suggested actions (environment units).
+Advisor = Callable[[np.ndarray], np.ndarray]
+
+
+class ModulationSettings(BaseModel):
+    """ULTRA's knobs; every default is a documented choice (docs/METHOD.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    override_prob: float = Field(1.0, ge=0.0, le=1.0, description="probability of executing the suggested action")
+    anneal_override: bool = Field(True, description="anneal the override probability linearly to 0")
+    beta: float = Field(0.5, ge=0.0, description="implicit-reward weight, in units of mean |r| per step")
+    bc_weight: float = Field(
+        1.0, ge=0.0, description="weight of the supervised term towards the suggestions (ours; 0: off)"
+    )
+    bc_anneal: bool = Field(True, description="anneal the supervised term linearly to 0")
+    bc_memory: int = Field(20_000, gt=0, description="advised states kept for the supervised term")
+    live_advisor: bool = Field(
+        True, description="oracle: ask the expert at the visited state, not at the table's nearest entry (ours)"
+    )
+
+
+@dataclass
+class StepAdvice:
+    """What modulation decided for one vectorised step."""
+
+    matched: np.ndarray  # (n_envs,) bool
+    suggested: np.ndarray  # (n_matched, ...) suggestions at the matched states, environment units
+    override: np.ndarray  # (n_envs,) bool: the suggestion is executed
+    implicit: np.ndarray  # (n_envs,) rating of the agent's own action; 0 where unmatched or overridden
+
+
+@dataclass
+class ModulationStats:
+    """Counts over the current rollout and over the whole run."""
+
+    steps: int = 0
+    matched: int = 0
+    overridden: int = 0
+    implicit_reward_sum: float = 0.0
+    shaped: int = 0
+    total: dict[str, float] = field(default_factory=lambda: {"steps": 0, "matched": 0, "overridden": 0})
+
+    def start_rollout(self) -> None:
+        self.steps = self.matched = self.overridden = self.shaped = 0
+        self.implicit_reward_sum = 0.0
+
+    def add(self, advice: StepAdvice) -> None:
+        self.steps += len(advice.matched)
+        self.matched += int(advice.matched.sum())
+        self.overridden += int(advice.override.sum())
+        shaped = advice.matched & ~advice.override
+        self.shaped += int(shaped.sum())
+        self.implicit_reward_sum += float(advice.implicit[shaped].sum())
+
+    def end_rollout(self) -> dict[str, float]:
+        self.total["steps"] += self.steps
+        self.total["matched"] += self.matched
+        self.total["overridden"] += self.overridden
+        steps = max(self.steps, 1)
+        return {
+            "refine/match_rate": self.matched / steps,
+            "refine/override_rate": self.overridden / steps,
+            "refine/implicit_reward_mean": self.implicit_reward_sum / self.shaped if self.shaped else 0.0,
+        }
+
+    def totals(self) -> dict[str, float]:
+        steps = max(self.total["steps"], 1)
+        return {**self.total, "match_rate": self.total["matched"] / steps,
+                "override_rate": self.total["overridden"] / steps}
+
+
+class Modulation:
+    """A guidance table, the method's switches and the settings: what happens at each step.
+
+    :param table: the guidance table (where to act, what to suggest, how the own action rates)
+    :param override_actions: execute suggestions at matched states (ULTRA-A, -RA)
+    :param shape_rewards: add β·r_LLM where the agent's own action ran at a matched state (ULTRA-R, -RA)
+    :param settings: probabilities, weights and schedules
+    :param advisor: a live advisor (the oracle's expert); None: the table's suggestion
+    :param seed: seed of the override draws
+    """
+
+    def __init__(
+        self,
+        table: GuidanceTable,
+        override_actions: bool,
+        shape_rewards: bool,
+        settings: ModulationSettings | None = None,
+        advisor: Advisor | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.table = table
+        self.override_actions = override_actions
+        self.shape_rewards = shape_rewards
+        self.settings = settings or ModulationSettings()
+        self.advisor = advisor if self.settings.live_advisor else None
+        self.rng = np.random.default_rng(seed)
+        self.stats = ModulationStats()
+
+    @property
+    def beta_absolute(self) -> float:
+        return self.settings.beta * self.table.reward_scale
+
+    def override_prob(self, progress_remaining: float) -> float:
+        p = self.settings.override_prob
+        return p * min(1.0, max(0.0, progress_remaining)) if self.settings.anneal_override else p
+
+    def bc_weight(self, progress_remaining: float) -> float:
+        w = self.settings.bc_weight
+        return w * min(1.0, max(0.0, progress_remaining)) if self.settings.bc_anneal else w
+
+    def advise(
+        self, raw_obs: np.ndarray, own_actions: np.ndarray, action_space: spaces.Space, progress_remaining: float
+    ) -> StepAdvice:
+        """Match the states, pick the suggestions, draw the overrides, rate the own actions."""
+        n = len(raw_obs)
+        matches = self.table.match(raw_obs)
+        matched = matches >= 0
+        implicit = np.zeros(n, dtype=np.float32)
+        override = np.zeros(n, dtype=bool)
+        if not matched.any():
+            advice = StepAdvice(matched, self.table.suggested_actions[:0], override, implicit)
+            self.stats.add(advice)
+            return advice
+        if self.advisor is not None:
+            suggested = np.asarray(self.advisor(raw_obs[matched]))
+            ratings = rate_action(own_actions[matched], suggested, action_space)
+        else:
+            suggested = self.table.suggested_actions[matches[matched]]
+            ratings = self.table.implicit_rewards[matches[matched]]
+        if self.override_actions:
+            override = matched & (self.rng.random(n) < self.override_prob(progress_remaining))
+        if self.shape_rewards:
+            implicit[matched] = ratings
+            implicit[override] = 0.0  # the rating is of the agent's own action, never of a suggestion
+        advice = StepAdvice(matched, suggested, override, implicit)
+        self.stats.add(advice)
+        return advice
+
+    def state(self) -> dict[str, object]:
+        return {"totals": dict(self.stats.total), "rng": self.rng.bit_generator.state}
+
+    def load_state(self, state: dict[str, object]) -> None:
+        self.stats.total = dict(state["totals"])  # type: ignore[arg-type]
+        self.rng.bit_generator.state = state["rng"]

@@ -1,0 +1,163 @@
+"""Every setting, once: typed, validated, documented, saved as config.yaml in every run.
+
+The command line is built from these models (``ultrarl.cli``): a field's description is its
+``--help`` line, its default is printed next to it, and a flag cannot exist without its setting.
+Each stage owns its knobs (``LLMSettings``, ``GuidanceSettings``, ``VerifySettings``,
+``ModulationSettings``); the run settings nest them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ultrarl.errors import UltraRLError
+from ultrarl.guidance.table import GuidanceSettings
+from ultrarl.guidance.verify import VerifySettings
+from ultrarl.llm.settings import LLMSettings
+from ultrarl.methods import Method, get_method
+from ultrarl.refine.modulation import ModulationSettings
+
+POSITIONAL = {"flag": "", "positional": True}
+CONFIG_ONLY = {"cli": False}
+
+
+class EnvSettings(BaseModel):
+    """Which environment, and how to find it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    env_id: str = Field(description="Gymnasium id, e.g. Hopper-v5", json_schema_extra=POSITIONAL)
+    seed: int = Field(0, description="seed of rollouts, refinement and evaluation")
+
+
+class AgentSettings(EnvSettings):
+    agent: str = Field(description="the agent: an SB3 PPO model zip", json_schema_extra={"required_flag": True})
+    eval_episodes: int = Field(10, gt=0, description="evaluation episodes, deterministic, no guidance")
+
+
+class ExplainSettings(AgentSettings):
+    """Everything that determines the identification stage (``ultrarl explain``)."""
+
+    episodes: int = Field(16, gt=0, description="episodes rolled out and explained")
+    deterministic_rollouts: bool = Field(False, description="explain the agent's deterministic episodes")
+    critical_steps: int = Field(3, gt=0, description="k, critical steps per episode")
+    token_budget: int = Field(3000, ge=256, description="prompt tokens per episode (tokens)")
+    feature_names: list[str] | None = Field(
+        None, description="names of the observation values (generic describer)", json_schema_extra=CONFIG_ONLY
+    )
+    action_names: list[str] | None = Field(
+        None, description="names of the actions or actuators (generic describer)", json_schema_extra=CONFIG_ONLY
+    )
+    env_context: str | None = Field(None, description="file with the environment's goal, reward and termination")
+    save_frames: bool = Field(False, description="save a picture of each critical state (offscreen rendering)")
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    guidance: GuidanceSettings = Field(default_factory=GuidanceSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+
+
+class RefineSettings(ExplainSettings):
+    """Everything that determines a refinement run (``ultrarl refine``)."""
+
+    method: str = Field("ultra-ra", description="ultra-a, ultra-r, ultra-ra; baselines ppo, statemask-r, rice, "
+                                                "random, oracle (an upper bound)")
+    timesteps: int = Field(50_000, gt=0, description="refinement budget (environment steps)")
+    checkpoint_every: int = Field(10_000, ge=0, description="steps between checkpoints (0: none)")
+    reset_prob: float | None = Field(
+        None, ge=0, le=1, description="p, probability that an episode starts at a critical state "
+                                      "(unset: the method's default)"
+    )
+    rnd_weight: float | None = Field(None, ge=0, description="λ, weight of the normalised RND bonus "
+                                                             "(unset: the method's default)")
+    mask_alpha: float = Field(0.01, ge=0, description="α, the mask network's bonus per blinded step")
+    mask_timesteps: int = Field(20_000, gt=0, description="steps of PPO that train the mask network")
+    expert: str | None = Field(None, description="expert SB3 PPO zip: the advisor of --method oracle")
+    rounds: int = Field(1, gt=0, description="identify-then-refine rounds (ours; the budget is split evenly)")
+    modulation: ModulationSettings = Field(default_factory=ModulationSettings)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        try:
+            get_method(value)
+        except UltraRLError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+    @property
+    def method_spec(self) -> Method:
+        return get_method(self.method)
+
+    @property
+    def effective_reset_prob(self) -> float:
+        return self.reset_prob if self.reset_prob is not None else self.method_spec.reset_prob
+
+    @property
+    def effective_rnd_weight(self) -> float:
+        return self.rnd_weight if self.rnd_weight is not None else self.method_spec.rnd_weight
+
+    @property
+    def needs_snapshots(self) -> bool:
+        return self.effective_reset_prob > 0 or (self.verify.enabled and self.method_spec.asks_llm)
+
+
+class PretrainSettings(EnvSettings):
+    """``ultrarl pretrain``: a PPO agent with SB3's default hyperparameters."""
+
+    timesteps: int = Field(gt=0, description="training budget (environment steps)",
+                           json_schema_extra={"required_flag": True})
+    out: str = Field(description="where the agent zip is written", json_schema_extra={"required_flag": True})
+
+    @field_validator("out")
+    @classmethod
+    def _zip(cls, value: str) -> str:
+        if not value.endswith(".zip"):
+            raise ValueError(f"--out must name a .zip file, got {value}")
+        return value
+
+
+class EvaluateSettings(AgentSettings):
+    """``ultrarl evaluate``: the agent alone, deterministic; prints one JSON object."""
+
+    eval_episodes: int = Field(10, gt=0, description="evaluation episodes, deterministic",
+                               json_schema_extra={"flag": "episodes"})
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
+
+def settings_to_yaml(settings: BaseModel) -> str:
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
+
+
+def read_yaml_mapping(path: Path, what: str = "config") -> dict[str, Any]:
+    """A YAML file that must hold a mapping, or a one-line error naming ``what`` it is."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UltraRLError(f"cannot read {what} {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UltraRLError(f"{what} {path} must be a YAML mapping")
+    return data
+
+
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` on top of ``base``, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def build_settings(cls: type[SettingsT], values: dict[str, Any]) -> SettingsT:
+    """Validated settings, or a one-line error naming the first bad setting."""
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "config"
+        message = first["msg"].removeprefix("Value error, ")
+        raise UltraRLError(f"invalid setting {where}: {message}") from exc
