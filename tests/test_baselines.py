@@ -50,7 +50,7 @@ def test_reset_baselines_refine_from_critical_states(
     starts = _progress_column(run_dir, "refine/critical_start_rate")
     assert starts and (starts[-1] == 1.0 if method == "statemask-r" else 0.0 < starts[-1] < 1.0)
     if rnd > 0:
-        assert _progress_column(run_dir, "refine/rnd_bonus_mean")[-1] > 0
+        assert _progress_column(run_dir, "refine/rnd_bonus_mean")[-1] != 0  # centred: either sign
     identify = json.loads((run_dir / "identify.json").read_text())
     if method == "random":
         assert all(s["rationale"].startswith("uniformly random") for s in states)
