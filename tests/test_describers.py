@@ -184,7 +184,7 @@ def test_frames_of_critical_states_are_rendered_offscreen(tmp_path: Path) -> Non
     from ultrarl.envs.factory import make_vec_env
     from ultrarl.envs.rollout import collect_trajectories
     from ultrarl.explain.explainer import CriticalState
-    from ultrarl.explain.frames import save_critical_frames
+    from ultrarl.report.frames import save_critical_frames
 
     agent = PPO("MlpPolicy", make_vec_env("Hopper-v5"), seed=0, device="cpu")
     trajectories = collect_trajectories(agent, "Hopper-v5", 2, seed=3)

@@ -96,7 +96,7 @@ FAKE_KEY = "sk-ultrarl-test-SECRET-0123456789"
 def _explain(tmp_path: Path, url: str, capsys: pytest.CaptureFixture[str], episodes: int = 2,
              extra: dict | None = None) -> tuple[int, str, dict]:  # type: ignore[type-arg]
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"llm_timeout_s": 1.0, "llm_max_retries": 2, **(extra or {})}))
+    config.write_text(yaml.safe_dump({"llm": {"timeout_s": 1.0, "max_retries": 2, **(extra or {})}}))
     os.environ["ULTRARL_TEST_KEY"] = FAKE_KEY
     code = main(["explain", "CartPole-v1", "--agent", str(tmp_path.parent / "agent.zip"), "--episodes", str(episodes),
                  "--eval-episodes", "1", "--llm", "openai:fault", "--llm-base-url", url, "--llm-api-key-env",
@@ -129,7 +129,7 @@ def server_factory() -> Iterator[Callable[..., FaultServer]]:
 
 def test_500_then_success_is_retried(case_dir: Path, server_factory, capsys) -> None:  # type: ignore[no-untyped-def]
     server = server_factory([status(500)])
-    code, err, usage = _explain(case_dir, server.url, capsys, extra={"llm_concurrency": 1})
+    code, err, usage = _explain(case_dir, server.url, capsys, extra={"concurrency": 1})
     assert code == 0, err
     assert usage["retries"] == 1 and usage["calls"] == 2 and usage["failures"] == 0
     assert all(r["auth"] == f"Bearer {FAKE_KEY}" for r in server.requests)  # the key reaches the server only
@@ -137,7 +137,7 @@ def test_500_then_success_is_retried(case_dir: Path, server_factory, capsys) -> 
 
 def test_timeouts_fail_the_episode_not_the_run(case_dir: Path, server_factory, capsys) -> None:  # type: ignore[no-untyped-def]
     server = server_factory([hang, hang, hang])  # the first episode: first try and both retries time out
-    code, err, usage = _explain(case_dir, server.url, capsys, extra={"llm_concurrency": 1})
+    code, err, usage = _explain(case_dir, server.url, capsys, extra={"concurrency": 1})
     assert code == 0, err
     assert usage["failed_episodes"] == 1 and usage["retries"] == 2 and usage["calls"] == 1
     assert len(read_explanations(case_dir / "run" / "explanations.jsonl")) == 1
@@ -169,14 +169,14 @@ def test_out_of_range_values_are_dropped_or_clipped(case_dir, server_factory, ca
 @pytest.mark.parametrize(("code_", "expected"), [(401, "refused the credentials"), (403, "refused the credentials")])
 def test_auth_errors_stop_at_once_with_one_line(case_dir, server_factory, capsys, code_, expected) -> None:  # type: ignore[no-untyped-def]
     server = server_factory([], default=status(code_))
-    code, err, _ = _explain(case_dir, server.url, capsys, episodes=4, extra={"llm_concurrency": 1})
+    code, err, _ = _explain(case_dir, server.url, capsys, episodes=4, extra={"concurrency": 1})
     assert code == 2 and len(err.strip().splitlines()) == 1 and expected in err
     assert len(server.requests) == 1 and FAKE_KEY not in err
 
 
 def test_schema_refused_steps_down_to_json_mode(case_dir, server_factory, capsys) -> None:  # type: ignore[no-untyped-def]
     server = server_factory([status(400), status(422)])
-    code, err, usage = _explain(case_dir, server.url, capsys, extra={"llm_concurrency": 1})
+    code, err, usage = _explain(case_dir, server.url, capsys, extra={"concurrency": 1})
     assert code == 0, err
     formats = [r["body"].get("response_format", {}) for r in server.requests]
     assert [(f.get("type"), "schema" in f) for f in formats] == [
@@ -187,7 +187,7 @@ def test_schema_refused_steps_down_to_json_mode(case_dir, server_factory, capsys
 
 def test_call_budget_stops_querying_and_keeps_the_run(case_dir, server_factory, capsys) -> None:  # type: ignore[no-untyped-def]
     server = server_factory([])
-    code, err, usage = _explain(case_dir, server.url, capsys, episodes=3, extra={"llm_max_calls": 1})
+    code, err, usage = _explain(case_dir, server.url, capsys, episodes=3, extra={"max_calls": 1})
     assert code == 0, err
     assert usage["calls"] == 1 and usage["skipped_by_budget"] == 2 and len(server.requests) == 1
 
