@@ -7,6 +7,8 @@ with code 2. Everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 EXIT_USAGE = 2
 
 
@@ -16,6 +18,15 @@ class UltraRLError(Exception):
     def __init__(self, message: str) -> None:
         # One line, always: the CLI prints it as is.
         super().__init__(" ".join(str(message).split()))
+
+
+def checked_value(check: Callable[[str], object], value: str) -> str:
+    """``value`` if ``check`` accepts it; its UltraRLError as the ValueError pydantic reports."""
+    try:
+        check(value)
+    except UltraRLError as exc:
+        raise ValueError(str(exc)) from exc
+    return value
 
 
 class LLMUnavailableError(UltraRLError):

@@ -14,14 +14,14 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ultrarl.errors import UltraRLError
+from ultrarl.errors import UltraRLError, checked_value
 from ultrarl.guidance.table import GuidanceSettings
 from ultrarl.guidance.verify import VerifySettings
 from ultrarl.llm.settings import LLMSettings
 from ultrarl.methods import Method, get_method
 from ultrarl.refine.modulation import ModulationSettings
 
-POSITIONAL = {"flag": "", "positional": True}
+POSITIONAL = {"positional": True}
 CONFIG_ONLY = {"cli": False}
 
 
@@ -81,11 +81,7 @@ class RefineSettings(ExplainSettings):
     @field_validator("method")
     @classmethod
     def _known_method(cls, value: str) -> str:
-        try:
-            get_method(value)
-        except UltraRLError as exc:
-            raise ValueError(str(exc)) from exc
-        return value
+        return checked_value(get_method, value)
 
     @property
     def method_spec(self) -> Method:

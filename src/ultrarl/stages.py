@@ -103,9 +103,7 @@ def _context(
                           settings.seed)
     if isinstance(settings, RefineSettings):
         ctx.mask_timesteps, ctx.mask_alpha = settings.mask_timesteps, settings.mask_alpha
-        if method.identify == "expert":
-            if settings.expert is None:
-                raise UltraRLError("--method oracle needs --expert PATH.zip, an expert SB3 PPO agent for the environment")
+        if method.identify == "expert" and settings.expert is not None:  # a missing one: the identifier says so
             ctx.expert = load_checked_agent(settings.expert, settings.env_id)
     if method.asks_llm:
         llm = make_llm_client(settings.llm, seed=settings.seed)

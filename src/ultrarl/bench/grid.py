@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ultrarl import run_dir as files
-from ultrarl.errors import UltraRLError
+from ultrarl.errors import UltraRLError, checked_value
 from ultrarl.methods import get_method
 from ultrarl.pipeline import pretrain, refine_agent
 from ultrarl.refine.refiner import load_checked_agent
@@ -52,11 +52,7 @@ class MethodSpec(BaseModel):
     @field_validator("method")
     @classmethod
     def _known(cls, value: str) -> str:
-        try:
-            get_method(value, refining=False)
-        except UltraRLError as exc:
-            raise ValueError(str(exc)) from exc
-        return value
+        return checked_value(lambda name: get_method(name, refining=False), value)
 
 
 class BenchConfig(BaseModel):
@@ -210,12 +206,13 @@ def run_settings(
     config: BenchConfig, spec: MethodSpec, env_id: str, seed: int, agent: Path, bench_dir: Path
 ) -> RefineSettings:
     """The settings of one run: the grid's, then the bench-wide settings, then the method's."""
+    method = get_method(spec.method, refining=False)
     values: dict[str, Any] = {
         "env_id": env_id, "agent": str(agent), "seed": seed, "episodes": config.explain_episodes,
         "llm": {"model": config.llm}, "eval_episodes": config.eval_episodes, "timesteps": config.refine_timesteps,
-        "method": spec.method if get_method(spec.method, refining=False).refines else "ppo",
+        "method": method.name if method.refines else "ppo",  # an evaluation-only row still needs valid settings
     }
-    if get_method(spec.method, refining=False).identify == "expert":
+    if method.identify == "expert":
         values["expert"] = str(expert_path(bench_dir, config, env_id))
     return build_settings(RefineSettings, merge(merge(values, config.settings), spec.settings))
 

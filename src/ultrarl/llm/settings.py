@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ultrarl.errors import UltraRLError
+from ultrarl.errors import checked_value
 from ultrarl.llm.factory import parse_llm_spec
 
 
@@ -39,8 +39,4 @@ class LLMSettings(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_llm(cls, value: str) -> str:
-        try:
-            parse_llm_spec(value)
-        except UltraRLError as exc:
-            raise ValueError(str(exc)) from exc
-        return value
+        return checked_value(parse_llm_spec, value)

@@ -66,8 +66,7 @@ class GuidedPPO(PPO):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        # ``load`` sets ``modulation`` from its keyword arguments before calling this.
-        self.modulation = getattr(self, "modulation", None)
+        # ``modulation`` is set by the constructor, or by ``load`` from its keyword arguments, before this.
         action_shape = () if isinstance(self.action_space, spaces.Discrete) else self.action_space.shape
         capacity = self.modulation.settings.bc_memory if self.modulation is not None else 1
         self.advice_memory = AdviceMemory(capacity, self.observation_space.shape, action_shape)  # type: ignore[arg-type]

@@ -138,15 +138,20 @@ class Modulation:
         self, raw_obs: np.ndarray, own_actions: np.ndarray, action_space: spaces.Space, progress_remaining: float
     ) -> StepAdvice:
         """Match the states, pick the suggestions, draw the overrides, rate the own actions."""
+        advice = self._decide(raw_obs, own_actions, action_space, progress_remaining)
+        self.stats.add(advice)
+        return advice
+
+    def _decide(
+        self, raw_obs: np.ndarray, own_actions: np.ndarray, action_space: spaces.Space, progress_remaining: float
+    ) -> StepAdvice:
         n = len(raw_obs)
         matches = self.table.match(raw_obs)
         matched = matches >= 0
         implicit = np.zeros(n, dtype=np.float32)
         override = np.zeros(n, dtype=bool)
-        if not matched.any():
-            advice = StepAdvice(matched, self.table.suggested_actions[:0], override, implicit)
-            self.stats.add(advice)
-            return advice
+        if not matched.any():  # no advisor call, no override draw
+            return StepAdvice(matched, self.table.suggested_actions[:0], override, implicit)
         if self.advisor is not None:
             suggested = np.asarray(self.advisor(raw_obs[matched]))
             ratings = rate_action(own_actions[matched], suggested, action_space)
@@ -158,9 +163,7 @@ class Modulation:
         if self.shape_rewards:
             implicit[matched] = ratings
             implicit[override] = 0.0  # the rating is of the agent's own action, never of a suggestion
-        advice = StepAdvice(matched, suggested, override, implicit)
-        self.stats.add(advice)
-        return advice
+        return StepAdvice(matched, suggested, override, implicit)
 
     def state(self) -> dict[str, object]:
         return {"totals": dict(self.stats.total), "rng": self.rng.bit_generator.state}
