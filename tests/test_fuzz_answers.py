@@ -161,6 +161,7 @@ class _ScriptedBackend:
     name = "scripted"
     model = "fuzz"
     max_concurrency = 1
+    config: dict = {}
 
     def __init__(self, text: str) -> None:
         self.text = text

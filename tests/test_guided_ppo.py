@@ -258,3 +258,53 @@ def test_truncated_episode_bootstraps_with_shaping_added_once() -> None:
     env_reward = float(recorder.env_rewards[-1][0])
     expected = env_reward + model.modulation.beta_absolute * 0.5 + model.gamma * terminal_value  # type: ignore[union-attr]
     assert model.rollout_buffer.rewards[-1, 0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_guided_segment_keeps_the_advisor_in_control_until_it_ends_or_the_episode_does() -> None:
+    """hold_steps: after an override at a matched state the next hold_steps steps are overridden
+    too, far from any table entry; the end of the episode ends the segment."""
+    table = _table("CartPole-v1", np.array(1, dtype=np.int64), radius=0.1)
+    settings = ModulationSettings(override_prob=1.0, anneal_override=False, bc_weight=0.0, hold_steps=3)
+    modulation = Modulation(table, override_actions=True, shape_rewards=False, settings=settings)
+    space = make_vec_env("CartPole-v1", n_envs=1, seed=0).action_space
+    near, far = table.observations[0], table.observations[0] + 50.0
+    obs = np.stack([near, far])  # env 0 starts at the table's state, env 1 never comes near it
+    own = np.zeros(2, dtype=np.int64)
+    overrides = []
+    for step in range(6):
+        advice = modulation.advise(obs if step == 0 else np.stack([far, far]), own, space, 1.0)
+        overrides.append(advice.override.tolist())
+        np.testing.assert_array_equal(advice.suggested, np.ones(int(advice.matched.sum())))
+    assert overrides == [[True, False]] * 4 + [[False, False]] * 2
+    # A new segment, cut by the end of its episode after one held step.
+    modulation.advise(obs, own, space, 1.0)
+    modulation.advise(np.stack([far, far]), own, space, 1.0)
+    modulation.end_episodes(np.array([True, False]))
+    assert not modulation.advise(np.stack([far, far]), own, space, 1.0).override.any()
+
+
+def test_guided_segment_asks_a_live_advisor_at_every_held_state() -> None:
+    table = _table("Pendulum-v1", np.array([1.0], dtype=np.float32), radius=0.1)
+    asked: list[np.ndarray] = []
+
+    def advisor(observations: np.ndarray) -> np.ndarray:
+        asked.append(observations.copy())
+        return -observations[:, :1].astype(np.float32)  # depends on the state
+
+    settings = ModulationSettings(override_prob=1.0, anneal_override=False, bc_weight=0.0, hold_steps=2)
+    modulation = Modulation(table, True, False, settings, advisor=advisor)
+    space = make_vec_env("Pendulum-v1", n_envs=1, seed=0).action_space
+    states = [table.observations[:1], table.observations[:1] + 5.0, table.observations[:1] + 7.0]
+    suggestions = [modulation.advise(s, np.zeros((1, 1), np.float32), space, 1.0).suggested for s in states]
+    assert len(asked) == 3
+    np.testing.assert_allclose(np.concatenate(suggestions)[:, 0], [-s[0, 0] for s in states], rtol=1e-6)
+
+
+def test_guided_segments_default_to_the_methods_choice_unless_set() -> None:
+    from ultrarl.settings import RefineSettings
+
+    common = {"env_id": "MountainCarContinuous-v0", "agent": "a.zip"}
+    assert RefineSettings(method="oracle", expert="e.zip", **common).effective_modulation.hold_steps == 128
+    assert RefineSettings(method="ultra-ra", **common).effective_modulation.hold_steps == 0
+    explicit = RefineSettings(method="oracle", expert="e.zip", modulation={"hold_steps": 0}, **common)
+    assert explicit.effective_modulation.hold_steps == 0

@@ -19,6 +19,7 @@ class ScriptedBackend:
     name = "scripted"
     model = "script-1"
     max_concurrency = 1
+    config: dict = {}
 
     def __init__(self, replies: list[str]) -> None:
         self.replies = list(replies)
@@ -70,13 +71,27 @@ def test_invalid_answer_is_reasked_once_with_the_error(tmp_path: Path) -> None:
     assert "rejected" in backend.requests[1][-1]["content"]
 
 
-def test_failure_after_reasks_is_counted_not_raised_and_not_cached(tmp_path: Path) -> None:
+def test_failure_after_reasks_is_counted_and_replayed_from_the_cache(tmp_path: Path) -> None:
+    """A failed question is cached as a failure (never the bad answer): a re-run makes no call
+    and fails the same way; retry_failures asks again, and a valid answer then replaces it."""
     cache = ResponseCache(tmp_path)
     client = LLMClient(ScriptedBackend(["garbage", '{"answer": null}']), cache)
     assert client.ask_json(MESSAGES, None, needs_answer, "v1") is None
     assert client.ledger.to_dict()["failed_episodes"] == 1
     assert client.ledger.to_dict()["failures"] == 1
-    assert cache.get(client.key_for(MESSAGES, None, "v1")) is None
+    key = client.key_for(MESSAGES, None, "v1")
+    assert cache.get(key) is None and "integer" in (cache.get_failure(key) or "")
+
+    replay_backend = ScriptedBackend(['{"answer": 4}'])
+    replay = LLMClient(replay_backend, cache)
+    assert replay.ask_json(MESSAGES, None, needs_answer, "v1") is None
+    assert replay_backend.requests == [] and replay.ledger.to_dict()["cached_failures"] == 1
+    assert replay.ledger.to_dict()["failed_episodes"] == 1
+
+    retry = LLMClient(ScriptedBackend(['{"answer": 4}']), cache, retry_failures=True)
+    assert retry.ask_json(MESSAGES, None, needs_answer, "v1") == 4
+    assert cache.get_failure(key) is None
+    assert LLMClient(ScriptedBackend([]), cache).ask_json(MESSAGES, None, needs_answer, "v1") == 4
 
 
 def test_cache_values_are_json(tmp_path: Path) -> None:
@@ -98,3 +113,15 @@ def test_llm_specs() -> None:
     assert parse_llm_spec("local") == ("local", "smollm2")
     assert parse_llm_spec("local:gemma3") == ("local", "gemma3")
     assert parse_llm_spec("openai:gpt-4o-mini") == ("openai", "gpt-4o-mini")
+
+
+def test_copied_answers_are_counted_apart_from_parse_failures(tmp_path: Path) -> None:
+    def no_copies(value: Any) -> int:
+        if value.get("answer") == "<placeholder>":
+            raise InvalidAnswer("copies the prompt", copied=True)
+        return needs_answer(value)
+
+    client = LLMClient(ScriptedBackend(['{"answer": "<placeholder>"}', "garbage"]), ResponseCache(tmp_path))
+    assert client.ask_json(MESSAGES, None, no_copies, "v1") is None
+    usage = client.ledger.to_dict()
+    assert usage["copied_answers"] == 1 and usage["parse_failures"] == 1 and usage["failed_episodes"] == 1

@@ -82,3 +82,19 @@ def test_rationale_is_normalised_and_bounded() -> None:
     answer = validate_answer({"critical_steps": [item(1, 0, 0.0, "a\n  b" + "x" * 2000)]}, 10, DISCRETE, NAMES, k=3)
     assert answer.advice[0].rationale.startswith("a b")
     assert len(answer.advice[0].rationale) == 500
+
+
+@pytest.mark.parametrize("copied", ["<why this step matters>", "step 99", "Step 12.", "99", " #4 "])
+def test_a_rationale_that_copies_the_prompt_is_dropped_and_counted_apart(copied: str) -> None:
+    answer = validate_answer(
+        {"critical_steps": [item(1, rationale=copied), item(2, rationale="the pole tips left at step 2")]},
+        10, DISCRETE, NAMES, k=3,
+    )
+    assert [a.step for a in answer.advice] == [2]
+    assert answer.dropped == 1 and answer.copied == 1
+    with pytest.raises(InvalidAnswer) as raised:
+        validate_answer({"critical_steps": [item(1, rationale=copied)]}, 10, DISCRETE, NAMES, k=3)
+    assert raised.value.copied
+    with pytest.raises(InvalidAnswer) as raised:  # a bad step is not a copy
+        validate_answer({"critical_steps": [item(50)]}, 10, DISCRETE, NAMES, k=3)
+    assert not raised.value.copied

@@ -31,7 +31,11 @@ from ultrarl.run_dir import write_model
 from ultrarl.settings import PretrainSettings
 
 HERE = Path(__file__).resolve().parent
-PRETRAIN = {"MountainCarContinuous-v0": (30_000, range(10)), "ultrarl/SparseHopper-v5": (60_000, range(5))}
+# Seeds 0-9 (0-4 on SparseHopper) are the benchmark's evaluation seeds; MountainCar's seeds
+# 100-102 are tuning seeds: defaults are chosen on them, never on the evaluation seeds.
+TUNING_SEEDS = [100, 101, 102]
+PRETRAIN = {"MountainCarContinuous-v0": (30_000, [*range(10), *TUNING_SEEDS]),
+            "ultrarl/SparseHopper-v5": (60_000, list(range(5)))}
 EXPERT_SEED = 10_000
 
 
@@ -87,7 +91,10 @@ def main() -> None:
         expert_out = HERE / "experts" / f"{slug}.zip"
         expert_out.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        if env_id == "MountainCarContinuous-v0":
+        if expert_out.exists():  # made before: evaluated and recorded again, not refitted
+            expert = PPO.load(expert_out, device="cpu")
+            command = manifest[f"experts/{slug}.zip"]["command"]
+        elif env_id == "MountainCarContinuous-v0":
             expert = pumping_expert(expert_out)
             command = "benchmarks/agents/make_agents.py: PPO policy fitted to a = sign(velocity)"
         else:

@@ -28,9 +28,8 @@ TOKEN_BUDGET = 1500  # the embedded model reads ~170 prompt tokens/s on 2 cores
 EVAL_EPISODES = 10
 
 
-def run_demo(run_dir: Path, llm: str = "local") -> dict[str, object]:
-    start = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _sub_optimal_agent(run_dir: Path) -> Path:
+    """The demo's agent, trained once and reused while its settings stay the same."""
     agent_path = run_dir / "agent.zip"
     stamp = run_dir / "agent.json"
     wanted = {"env_id": DEMO_ENV, "seed": DEMO_SEED, "timesteps": PRETRAIN_STEPS}
@@ -40,7 +39,13 @@ def run_demo(run_dir: Path, llm: str = "local") -> dict[str, object]:
         console.print(f"[bold]1/4[/] training a sub-optimal PPO agent on {DEMO_ENV} ({PRETRAIN_STEPS} steps) ...")
         pretrain(PretrainSettings(env_id=DEMO_ENV, timesteps=PRETRAIN_STEPS, seed=DEMO_SEED, out=str(agent_path)))
         write_json(stamp, wanted)
+    return agent_path
 
+
+def run_demo(run_dir: Path, llm: str = "local") -> dict[str, object]:
+    start = time.perf_counter()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    agent_path = _sub_optimal_agent(run_dir)
     common = dict(
         env_id=DEMO_ENV, agent=str(agent_path), seed=DEMO_SEED, episodes=EPISODES, llm={"model": llm},
         token_budget=TOKEN_BUDGET, timesteps=REFINE_STEPS, eval_episodes=EVAL_EPISODES,

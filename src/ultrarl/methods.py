@@ -40,6 +40,7 @@ class Method:
     shape_rewards: bool = False
     reset_prob: float = 0.0
     rnd_weight: float = 0.0
+    hold_steps: int = 0  # guided segments (modulation.hold_steps when unset)
     upper_bound: bool = False
 
     @property
@@ -63,8 +64,10 @@ _ENTRIES = (
     # RICE: p is the probability of a critical start (the paper's meaning; its code inverts it).
     Method("rice", "RICE", "mask", reset_prob=0.25, rnd_weight=0.01),
     Method("random", "random explanation (RICE machinery)", "random", reset_prob=0.25, rnd_weight=0.01),
+    # Guided segments of 128 steps: chosen on MountainCar's tuning seeds (benchmarks/stuck-mcc-tuning.yaml),
+    # where they helped the live expert and hurt the embedded LLM's table (BENCHMARKS.md).
     Method("oracle", "oracle (expert advisor; upper bound, not an LLM)", "expert", override_actions=True,
-           shape_rewards=True, upper_bound=True),
+           shape_rewards=True, hold_steps=128, upper_bound=True),
 )
 METHODS: dict[str, Method] = {m.name: m for m in _ENTRIES}
 REFINE_METHODS: tuple[str, ...] = tuple(m.name for m in _ENTRIES if m.refines)

@@ -28,8 +28,9 @@ from ultrarl.resume import check_resumable, keep_progress_segment, merge_progres
 from ultrarl.settings import ExplainSettings, PretrainSettings, RefineSettings, settings_to_yaml
 from ultrarl.stages import Identification, evaluate, evaluate_before, identify, make_describer, reset_pool
 
-LLM_METRICS = ("calls", "cache_hits", "parse_failures", "failures", "retries", "prompt_tokens",
-               "completion_tokens", "latency_s_p50", "latency_s_p95", "wall_time_s")
+LLM_METRICS = ("calls", "cache_hits", "parse_failures", "copied_answers", "copied_fields", "cached_failures",
+               "failures", "retries", "prompt_tokens", "completion_tokens", "latency_s_p50", "latency_s_p95",
+               "wall_time_s")
 
 
 def pretrain(settings: PretrainSettings, progress_bar: bool = True) -> PPO:
@@ -109,7 +110,7 @@ def refine_agent(
         refiner.resume_from(checkpoint)
         console.print(f"resuming refinement at step {checkpoint.timesteps} of {settings.timesteps}")
     for name in LLM_METRICS:  # the LLM's cost goes to the run's metrics too
-        refiner.model.logger.record(f"llm/{name}", found.usage[name])
+        refiner.model.logger.record(f"llm/{name}", found.usage.get(name, 0))
     start = time.perf_counter()
     refiner, states, episodes = _train_rounds(settings, method, refiner, found, run_dir, progress_bar)
     wall = time.perf_counter() - start
@@ -128,8 +129,8 @@ def _check(settings: RefineSettings, resume: bool) -> Method:
     if settings.needs_snapshots:
         require_snapshots(settings.env_id, f"--method {method.name}" + (" with --verify" if settings.verify.enabled
                                                                          else ""))
-    if settings.rounds > 1 and not method.asks_llm:
-        raise UltraRLError(f"--rounds applies to ULTRA methods, not to {method.name}")
+    if settings.rounds > 1 and not method.guided:
+        raise UltraRLError(f"--rounds applies to guided methods (ULTRA, oracle), not to {method.name}")
     if resume and settings.rounds > 1:
         raise UltraRLError("--resume does not support --rounds > 1 yet; run the rounds again with --overwrite")
     return method
@@ -158,7 +159,7 @@ def _refiner(
     if reset_prob > 0 and not pool:
         console.print("[yellow]warning[/]: no critical state to reset to; every episode starts at the default start")
         reset_prob = 0.0
-    return Refiner(agent, settings.env_id, method.name, guidance=found.table, modulation=settings.modulation,
+    return Refiner(agent, settings.env_id, method.name, guidance=found.table, modulation=settings.effective_modulation,
                    advisor=found.advisor, seed=settings.seed, log_dir=log_dir, initial_states=pool,
                    reset_prob=reset_prob, rnd_weight=settings.effective_rnd_weight)
 

@@ -75,7 +75,7 @@ class RefineSettings(ExplainSettings):
     mask_alpha: float = Field(0.01, ge=0, description="α, the mask network's bonus per blinded step")
     mask_timesteps: int = Field(20_000, gt=0, description="steps of PPO that train the mask network")
     expert: str | None = Field(None, description="expert SB3 PPO zip: the advisor of --method oracle")
-    rounds: int = Field(1, gt=0, description="identify-then-refine rounds (ours; the budget is split evenly)")
+    rounds: int = Field(1, gt=0, description="identify-then-refine rounds of a guided method (ours; the budget is split evenly)")
     modulation: ModulationSettings = Field(default_factory=ModulationSettings)
 
     @field_validator("method")
@@ -94,6 +94,14 @@ class RefineSettings(ExplainSettings):
     @property
     def effective_rnd_weight(self) -> float:
         return self.rnd_weight if self.rnd_weight is not None else self.method_spec.rnd_weight
+
+    @property
+    def effective_modulation(self) -> ModulationSettings:
+        """The modulation settings with the method's defaults filled in."""
+        hold = self.modulation.hold_steps
+        return self.modulation.model_copy(
+            update={"hold_steps": hold if hold is not None else self.method_spec.hold_steps}
+        )
 
     @property
     def needs_snapshots(self) -> bool:

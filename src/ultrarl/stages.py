@@ -166,7 +166,9 @@ def _write_identification(
                                                 "identify_wall_time_s": wall_s, **ctx.details})
     extra: dict[str, Any] = {"identification": method.identify}
     if ctx.explainer is not None:
-        extra.update(prompt_version=PROMPT_VERSION,
+        backend = ctx.explainer.llm.backend
+        extra.update(prompt_version=PROMPT_VERSION, llm_config=backend.config,
+                     llm_prompt_threads=getattr(backend, "prompt_threads", None),  # local models only
                      llm_cache_keys=[ctx.explainer.cache_keys[t.episode] for t in ctx.trajectories])
     llm = ctx.explainer.llm.spec if ctx.explainer else None
     files.write_json(run_dir / files.MANIFEST, files.manifest(settings.seed, llm, extra))

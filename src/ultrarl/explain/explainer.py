@@ -71,7 +71,7 @@ class Explainer:
             raise
         if answer is None:
             return []
-        self.llm.ledger.add(dropped_fields=answer.dropped, clipped_fields=answer.clipped)
+        self.llm.ledger.add(dropped_fields=answer.dropped, copied_fields=answer.copied, clipped_fields=answer.clipped)
         return [self._record(trajectory, advice.step, advice) for advice in answer.advice]
 
     def _record(self, trajectory: Trajectory, step: int, advice: Any) -> CriticalState:

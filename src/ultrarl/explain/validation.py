@@ -6,11 +6,16 @@ a discrete action must be a valid index or name, a continuous action must have t
 (values are clipped to the bounds), the implicit reward must be a finite number (clipped to
 [-1, 1]). Anything else is dropped and counted; a field that cannot be read at all never raises
 anything but :class:`InvalidAnswer`.
+
+A critical step whose rationale copies the prompt instead of answering (the template's
+placeholder ``<why this step matters>``, or a bare step number such as "step 99", both seen from
+the embedded models) is dropped and counted apart: its suggestion is no advice either.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +25,8 @@ import numpy as np
 from ultrarl.llm.client import InvalidAnswer
 
 MAX_RATIONALE_CHARS = 500
+# A rationale that is a placeholder ("<why this step matters>") or only names the step ("step 99").
+_COPIED_RATIONALE = re.compile(r"^\s*(<[^<>]*>|(step\s*)?#?\d+)\s*[.:]?\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -30,10 +37,19 @@ class Advice:
     implicit_reward: float
 
 
+@dataclass(frozen=True)
+class Dropped:
+    """Why a critical step is not used."""
+
+    reason: str
+    copied: bool = False
+
+
 @dataclass
 class ValidatedAnswer:
     advice: list[Advice]
-    dropped: int = 0
+    dropped: int = 0  # critical steps dropped, copies included
+    copied: int = 0  # of which copied the prompt instead of answering
     clipped: int = 0
     reasons: list[str] = field(default_factory=list)
 
@@ -106,55 +122,61 @@ def validate_answer(
     if not isinstance(items, list):
         raise InvalidAnswer('the answer must have a list "critical_steps"')
     result = ValidatedAnswer(advice=[])
-    discrete = isinstance(action_space, gym.spaces.Discrete)
-    if not discrete:
-        low = np.asarray(action_space.low, dtype=np.float64).ravel()  # type: ignore[attr-defined]
-        high = np.asarray(action_space.high, dtype=np.float64).ravel()  # type: ignore[attr-defined]
     seen_steps: set[int] = set()
-
-    def drop(reason: str) -> None:
-        result.dropped += 1
-        result.reasons.append(reason)
-
     for item in items:
+        parsed = _parse_item(item, episode_length, action_space, action_names)
         if len(result.advice) >= k:
-            drop(f"more than {k} critical steps")
+            parsed = Dropped(f"more than {k} critical steps")
+        elif not isinstance(parsed, Dropped) and parsed[0].step in seen_steps:
+            parsed = Dropped(f"step {parsed[0].step} given twice")
+        if isinstance(parsed, Dropped):
+            result.dropped += 1
+            result.copied += int(parsed.copied)
+            result.reasons.append(parsed.reason)
             continue
-        if not isinstance(item, dict):
-            drop("a critical step that is not an object")
-            continue
-        step = _parse_step(item.get("step"), episode_length)
-        if step is None:
-            drop(f"step {str(item.get('step'))[:40]!r} is not inside the episode (0..{episode_length - 1})")
-            continue
-        if step in seen_steps:
-            drop(f"step {step} given twice")
-            continue
-        action: int | list[float]
-        if discrete:
-            parsed = _parse_discrete(item.get("suggested_action"), action_names)
-            if parsed is None:
-                drop(f"suggested action {str(item.get('suggested_action'))[:40]!r} is not a valid action")
-                continue
-            action = parsed
-        else:
-            parsed_c = _parse_continuous(item.get("suggested_action"), low, high)
-            if parsed_c is None:
-                drop(f"suggested action {str(item.get('suggested_action'))[:40]!r} is not {len(low)} finite numbers")
-                continue
-            action, was_clipped = parsed_c
-            result.clipped += int(was_clipped)
-        reward = _finite_number(item.get("implicit_reward"))
-        if reward is None:
-            drop(f"implicit reward {str(item.get('implicit_reward'))[:40]!r} is not a finite number")
-            continue
-        if not -1.0 <= reward <= 1.0:
-            result.clipped += 1
-            reward = min(1.0, max(-1.0, reward))
-        rationale = item.get("rationale")
-        rationale = " ".join(rationale.split())[:MAX_RATIONALE_CHARS] if isinstance(rationale, str) else ""
-        seen_steps.add(step)
-        result.advice.append(Advice(step, rationale, action, reward))
+        advice, clipped = parsed
+        seen_steps.add(advice.step)
+        result.advice.append(advice)
+        result.clipped += clipped
     if not result.advice:
-        raise InvalidAnswer("no usable critical step: " + "; ".join(result.reasons[:3]) if result.reasons else "no critical steps given")
+        message = "no usable critical step: " + "; ".join(result.reasons[:3]) if result.reasons else "no critical steps given"
+        raise InvalidAnswer(message, copied=result.copied > 0 and result.copied == result.dropped)
     return result
+
+
+def _parse_item(
+    item: Any, episode_length: int, action_space: gym.Space, action_names: tuple[str, ...]
+) -> tuple[Advice, int] | Dropped:
+    """One critical step as advice and its number of clipped fields, or why it is dropped."""
+    if not isinstance(item, dict):
+        return Dropped("a critical step that is not an object")
+    rationale = item.get("rationale")
+    rationale = " ".join(rationale.split())[:MAX_RATIONALE_CHARS] if isinstance(rationale, str) else ""
+    if _COPIED_RATIONALE.match(rationale):
+        return Dropped(f"the rationale {rationale[:40]!r} copies the prompt instead of answering", copied=True)
+    step = _parse_step(item.get("step"), episode_length)
+    if step is None:
+        return Dropped(f"step {str(item.get('step'))[:40]!r} is not inside the episode (0..{episode_length - 1})")
+    action = _parse_action(item.get("suggested_action"), action_space, action_names)
+    if isinstance(action, str):
+        return Dropped(action)
+    reward = _finite_number(item.get("implicit_reward"))
+    if reward is None:
+        return Dropped(f"implicit reward {str(item.get('implicit_reward'))[:40]!r} is not a finite number")
+    clipped = action[1] + int(not -1.0 <= reward <= 1.0)
+    return Advice(step, rationale, action[0], min(1.0, max(-1.0, reward))), clipped
+
+
+def _parse_action(
+    value: Any, action_space: gym.Space, action_names: tuple[str, ...]
+) -> tuple[int | list[float], int] | str:
+    """A suggested action and whether it was clipped, or why it is not an action."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        index = _parse_discrete(value, action_names)
+        return (index, 0) if index is not None else f"suggested action {str(value)[:40]!r} is not a valid action"
+    low = np.asarray(action_space.low, dtype=np.float64).ravel()  # type: ignore[attr-defined]
+    high = np.asarray(action_space.high, dtype=np.float64).ravel()  # type: ignore[attr-defined]
+    parsed = _parse_continuous(value, low, high)
+    if parsed is None:
+        return f"suggested action {str(value)[:40]!r} is not {len(low)} finite numbers"
+    return parsed[0], int(parsed[1])

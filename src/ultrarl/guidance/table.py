@@ -63,13 +63,20 @@ class GuidanceTable:
 
     def match(self, obs: np.ndarray) -> np.ndarray:
         """Index of the nearest table entry within epsilon for each row of ``obs``, else -1."""
+        nearest, distance = self._nearest(obs)
+        return np.where(distance <= self.epsilon, nearest, -1)
+
+    def nearest(self, obs: np.ndarray) -> np.ndarray:
+        """Index of the nearest table entry for each row of ``obs``, at any distance (-1: empty table)."""
+        return self._nearest(obs)[0]
+
+    def _nearest(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = self.normalise(np.asarray(obs).reshape(len(obs), -1))
         if len(self) == 0:
-            return np.full(len(batch), -1, dtype=np.int64)
+            return np.full(len(batch), -1, dtype=np.int64), np.full(len(batch), np.inf)
         distances = np.linalg.norm(batch[:, None, :] - self._normalised_keys[None, :, :], axis=-1)
         nearest = np.argmin(distances, axis=1)
-        within = distances[np.arange(len(batch)), nearest] <= self.epsilon
-        return np.where(within, nearest, -1)
+        return nearest, distances[np.arange(len(batch)), nearest]
 
     # -- building -------------------------------------------------------------------------------
     @classmethod

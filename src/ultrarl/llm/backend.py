@@ -32,6 +32,8 @@ class ChatBackend(Protocol):
     name: str  # "local" or "openai"
     model: str  # model id, part of the cache key
     max_concurrency: int  # 1 for in-process models
+    # Settings of the backend that change its answers: part of the cache key and the manifest.
+    config: dict[str, Any]
 
     def chat(
         self,

@@ -1,4 +1,6 @@
-"""A content-addressed cache of validated LLM answers (SQLite, JSON values, never pickle)."""
+"""A content-addressed cache of LLM outcomes (SQLite, JSON values, never pickle): validated
+answers, and questions the model failed (no valid answer after the re-asks) with the reason, so
+a re-run asks nothing and builds the same guidance either way."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class ResponseCache:
         self._lock = threading.Lock()
         with self._connect() as db:
             db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            db.execute("CREATE TABLE IF NOT EXISTS failures (key TEXT PRIMARY KEY, reason TEXT NOT NULL)")
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30)
@@ -46,3 +49,14 @@ class ResponseCache:
     def put(self, key: str, value: Any) -> None:
         with self._lock, self._connect() as db:
             db.execute("INSERT OR REPLACE INTO responses (key, value) VALUES (?, ?)", (key, json.dumps(value)))
+            db.execute("DELETE FROM failures WHERE key = ?", (key,))
+
+    def get_failure(self, key: str) -> str | None:
+        """Why the model failed this question, if it did and no answer was cached since."""
+        with self._lock, self._connect() as db:
+            row = db.execute("SELECT reason FROM failures WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_failure(self, key: str, reason: str) -> None:
+        with self._lock, self._connect() as db:
+            db.execute("INSERT OR REPLACE INTO failures (key, reason) VALUES (?, ?)", (key, reason))

@@ -2,8 +2,10 @@
 
 The flow for one question: cache lookup -> model call -> JSON extraction -> validation (the
 caller's function) -> on failure one bounded re-ask that quotes the error -> on failure again,
-``None`` and a counted failure. Only validated answers are cached, so a cached run reproduces
-exactly and never replays a bad answer.
+``None`` and a counted failure. Validated answers are cached, and so is a failure (the reason,
+never the bad answer): a re-run makes no call and gets the same outcome, so it builds the same
+guidance table. ``retry_failures`` asks failed questions again on purpose. Transport errors and
+budget skips are not outcomes of the model and are never cached.
 """
 
 from __future__ import annotations
@@ -21,7 +23,15 @@ T = TypeVar("T")
 
 
 class InvalidAnswer(ValueError):
-    """Raised by a validator for an answer that cannot be used at all."""
+    """Raised by a validator for an answer that cannot be used at all.
+
+    :param copied: the answer copies the prompt (its placeholders or example) instead of
+        answering; the ledger counts these apart from parse failures
+    """
+
+    def __init__(self, message: str, copied: bool = False) -> None:
+        super().__init__(message)
+        self.copied = copied
 
 
 def extract_json(text: str) -> Any:
@@ -50,6 +60,7 @@ class LLMClient:
         max_reasks: int = 1,
         max_calls: int | None = None,
         max_total_tokens: int | None = None,
+        retry_failures: bool = False,
     ) -> None:
         self.backend = backend
         self.cache = cache
@@ -60,6 +71,7 @@ class LLMClient:
         self.max_reasks = max_reasks
         self.max_calls = max_calls
         self.max_total_tokens = max_total_tokens
+        self.retry_failures = retry_failures
         self.budget_message: str | None = None  # set once the budget cap stops querying
         self._calls_started = 0  # calls sent or in flight: parallel workers must not overshoot the cap
         self._budget_lock = threading.Lock()
@@ -75,6 +87,7 @@ class LLMClient:
         return cache_key(
             backend=self.backend.name,
             model=self.backend.model,
+            **({"backend_config": self.backend.config} if self.backend.config else {}),
             template=template_version,
             messages=messages,
             schema=schema,
@@ -90,14 +103,10 @@ class LLMClient:
     ) -> T | None:
         """A validated answer, or None (counted as a failure) when the model never gave one."""
         key = self.key_for(messages, schema, template_version)
-        if self.cache is not None and (cached := self.cache.get(key)) is not None:
-            try:
-                result = validate(cached)
-            except InvalidAnswer:
-                pass  # a validator grew stricter since the answer was cached: ask again
-            else:
-                self.ledger.add(cache_hits=1)
-                return result
+        if self.cache is not None:
+            cached = self._from_cache(key, validate)
+            if cached is not None:
+                return cached[0]
         conversation = list(messages)
         for attempt in range(self.max_reasks + 1):
             if not self._reserve_call():
@@ -114,8 +123,10 @@ class LLMClient:
                 value = extract_json(reply.text)
                 result = validate(value)
             except InvalidAnswer as exc:
-                self.ledger.add(parse_failures=1)
+                self.ledger.add(**({"copied_answers": 1} if exc.copied else {"parse_failures": 1}))
                 if attempt == self.max_reasks:
+                    if self.cache is not None:
+                        self.cache.put_failure(key, str(exc))
                     break
                 self.ledger.add(reasks=1)
                 conversation = [
@@ -128,6 +139,21 @@ class LLMClient:
                 self.cache.put(key, value)
             return result
         self.ledger.add(failed_episodes=1)
+        return None
+
+    def _from_cache(self, key: str, validate: Callable[[Any], T]) -> tuple[T | None] | None:
+        """The cached outcome as a 1-tuple (a result, or None for a cached failure); None: ask."""
+        assert self.cache is not None
+        if (cached := self.cache.get(key)) is not None:
+            try:
+                result = validate(cached)
+            except InvalidAnswer:
+                return None  # a validator grew stricter since the answer was cached: ask again
+            self.ledger.add(cache_hits=1)
+            return (result,)
+        if not self.retry_failures and self.cache.get_failure(key) is not None:
+            self.ledger.add(cache_hits=1, cached_failures=1, failed_episodes=1)
+            return (None,)
         return None
 
     def _reserve_call(self) -> bool:

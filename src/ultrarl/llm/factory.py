@@ -59,4 +59,5 @@ def make_llm_client(settings: LLMSettings, seed: int = 0) -> LLMClient:
     return LLMClient(
         backend, cache, max_tokens=settings.max_tokens, seed=seed, max_reasks=settings.max_reasks,
         max_calls=settings.max_calls, max_total_tokens=settings.max_total_tokens,
+        retry_failures=settings.retry_failures,
     )

@@ -17,11 +17,14 @@ class UsageLedger:
     completion_tokens: int = 0
     failed_episodes: int = 0  # episodes for which no valid answer came back (after re-asks)
     parse_failures: int = 0  # answers that were not valid JSON / did not fit the schema
+    copied_answers: int = 0  # answers that only copied the prompt's placeholders (no usable step)
+    copied_fields: int = 0  # critical steps dropped because they copied the prompt
     dropped_fields: int = 0  # critical steps dropped by validation (bad step, action, reward)
     clipped_fields: int = 0  # values clipped into range (continuous actions, rewards)
     reasks: int = 0
     retries: int = 0  # retryable transport failures (timeouts, 429, 5xx) that were retried
     skipped_by_budget: int = 0  # questions not asked because the call/token budget was spent
+    cached_failures: int = 0  # failed questions answered from the cache's record of the failure
     latencies_s: list[float] = field(default_factory=list)
     wall_time_s: float = 0.0  # elapsed time of the explanation stage (parallel calls overlap)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -53,11 +56,14 @@ class UsageLedger:
             "failures": self.failed_episodes + self.dropped_fields,
             "failed_episodes": self.failed_episodes,
             "parse_failures": self.parse_failures,
+            "copied_answers": self.copied_answers,
+            "copied_fields": self.copied_fields,
             "dropped_fields": self.dropped_fields,
             "clipped_fields": self.clipped_fields,
             "reasks": self.reasks,
             "retries": self.retries,
             "skipped_by_budget": self.skipped_by_budget,
+            "cached_failures": self.cached_failures,
             "wall_time_s": self.wall_time_s,
             "latency_s_total": float(np.sum(self.latencies_s)),
             "latency_s_p50": float(np.percentile(lat, 50)),

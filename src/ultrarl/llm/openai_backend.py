@@ -50,6 +50,7 @@ class OpenAIBackend:
             api_key = "not-needed"  # local servers accept any key
         self._secret = api_key
         self.model = model
+        self.config: dict[str, Any] = {}  # what the server does is the server's: the model id names it
         self.base_url = base_url
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries

@@ -35,6 +35,10 @@ class LLMSettings(BaseModel):
     use_cache: bool = Field(
         True, description="read and write the LLM response cache", json_schema_extra={"flag": "cache"}
     )
+    retry_failures: bool = Field(
+        False, description="ask again the questions the cache records as failed (off: replay the failure)",
+        json_schema_extra={"flag": "retry-failures"},
+    )
 
     @field_validator("model")
     @classmethod

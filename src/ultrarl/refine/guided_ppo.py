@@ -165,6 +165,8 @@ class GuidedPPO(PPO):
                 )
             new_obs, rewards, dones, infos = env.step(self._env_actions(actions))
             self.num_timesteps += env.num_envs
+            if self.modulation is not None:
+                self.modulation.end_episodes(dones)
 
             callback.update_locals(locals())
             if not callback.on_step():

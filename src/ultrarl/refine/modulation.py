@@ -5,9 +5,14 @@ At a state that matches a guidance-table entry:
 - ULTRA-R trains on r_env + β·r_LLM, where r_LLM rates the agent's *own* action: it is added
   only where the agent's own action ran, never to an executed suggestion;
 - ULTRA-RA does both.
-Beyond the paper (ours, each a setting, off when its weight is 0): a supervised term that pulls
-the policy towards the suggestions (``bc_weight``, annealed), and a live advisor (the oracle's
-expert asked at the visited state instead of the table's nearest entry).
+Beyond the paper (ours, each a setting, off when its weight or length is 0): a supervised term
+that pulls the policy towards the suggestions (``bc_weight``, annealed); a live advisor (the
+oracle's expert asked at the visited state instead of the table's nearest entry); and guided
+segments (``hold_steps``): an override that starts at a matched state keeps the advisor in
+control for that many further steps (the table's nearest entry at any distance when there is no
+live advisor), so advice reaches the states the agent never visits on its own, the ones a
+stuck agent needs (on MountainCar, the pumping swing up the hill). A segment ends with its
+episode.
 """
 
 from __future__ import annotations
@@ -42,13 +47,17 @@ class ModulationSettings(BaseModel):
     live_advisor: bool = Field(
         True, description="oracle: ask the expert at the visited state, not at the table's nearest entry (ours)"
     )
+    hold_steps: int | None = Field(
+        None, ge=0, description="an override keeps the advisor in control for this many further steps "
+                                "(ours; 0: off; unset: the method's default)"
+    )
 
 
 @dataclass
 class StepAdvice:
     """What modulation decided for one vectorised step."""
 
-    matched: np.ndarray  # (n_envs,) bool
+    matched: np.ndarray  # (n_envs,) bool: a suggestion exists (a table match, or inside a guided segment)
     suggested: np.ndarray  # (n_matched, ...) suggestions at the matched states, environment units
     override: np.ndarray  # (n_envs,) bool: the suggestion is executed
     implicit: np.ndarray  # (n_envs,) rating of the agent's own action; 0 where unmatched or overridden
@@ -121,6 +130,7 @@ class Modulation:
         self.advisor = advisor if self.settings.live_advisor else None
         self.rng = np.random.default_rng(seed)
         self.stats = ModulationStats()
+        self.held_steps_left: np.ndarray | None = None  # (n_envs,) steps left in each env's guided segment
 
     @property
     def beta_absolute(self) -> float:
@@ -146,28 +156,52 @@ class Modulation:
         self, raw_obs: np.ndarray, own_actions: np.ndarray, action_space: spaces.Space, progress_remaining: float
     ) -> StepAdvice:
         n = len(raw_obs)
+        held = self._held(n)
         matches = self.table.match(raw_obs)
-        matched = matches >= 0
+        matched = (matches >= 0) | held
         implicit = np.zeros(n, dtype=np.float32)
-        override = np.zeros(n, dtype=bool)
+        override = held.copy()
         if not matched.any():  # no advisor call, no override draw
             return StepAdvice(matched, self.table.suggested_actions[:0], override, implicit)
         if self.advisor is not None:
             suggested = np.asarray(self.advisor(raw_obs[matched]))
             ratings = rate_action(own_actions[matched], suggested, action_space)
         else:
-            suggested = self.table.suggested_actions[matches[matched]]
-            ratings = self.table.implicit_rewards[matches[matched]]
+            entries = np.where(held, self.table.nearest(raw_obs), matches)[matched]
+            suggested = self.table.suggested_actions[entries]
+            ratings = self.table.implicit_rewards[entries]
         if self.override_actions:
-            override = matched & (self.rng.random(n) < self.override_prob(progress_remaining))
+            starts = matched & ~held & (self.rng.random(n) < self.override_prob(progress_remaining))
+            override |= starts
+            self._start_segments(starts)
         if self.shape_rewards:
             implicit[matched] = ratings
             implicit[override] = 0.0  # the rating is of the agent's own action, never of a suggestion
         return StepAdvice(matched, suggested, override, implicit)
 
+    def _held(self, n_envs: int) -> np.ndarray:
+        """Which envs are inside a guided segment at this step; counts the step."""
+        if self.held_steps_left is None or len(self.held_steps_left) != n_envs:
+            self.held_steps_left = np.zeros(n_envs, dtype=np.int64)
+        held = self.held_steps_left > 0
+        self.held_steps_left[held] -= 1
+        return held
+
+    def _start_segments(self, starts: np.ndarray) -> None:
+        if self.settings.hold_steps and self.held_steps_left is not None:
+            self.held_steps_left[starts] = self.settings.hold_steps
+
+    def end_episodes(self, dones: np.ndarray) -> None:
+        """A guided segment ends with its episode."""
+        if self.held_steps_left is not None:
+            self.held_steps_left[np.asarray(dones, dtype=bool)] = 0
+
     def state(self) -> dict[str, object]:
-        return {"totals": dict(self.stats.total), "rng": self.rng.bit_generator.state}
+        held = None if self.held_steps_left is None else self.held_steps_left.tolist()
+        return {"totals": dict(self.stats.total), "rng": self.rng.bit_generator.state, "held_steps_left": held}
 
     def load_state(self, state: dict[str, object]) -> None:
         self.stats.total = dict(state["totals"])  # type: ignore[arg-type]
         self.rng.bit_generator.state = state["rng"]
+        held = state.get("held_steps_left")
+        self.held_steps_left = None if held is None else np.asarray(held, dtype=np.int64)

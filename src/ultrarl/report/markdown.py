@@ -42,7 +42,9 @@ def write_report(
             "## LLM usage",
             "",
             f"- calls {usage['calls']}, cache hits {usage['cache_hits']}, prompt tokens {usage['prompt_tokens']}, "
-            f"completion tokens {usage['completion_tokens']}, failures {usage['failures']}",
+            f"completion tokens {usage['completion_tokens']}, failures {usage['failures']} (of which "
+            f"{usage.get('copied_fields', 0)} critical steps and {usage.get('copied_answers', 0)} answers copied the "
+            f"prompt instead of answering; {usage.get('cached_failures', 0)} failures replayed from the cache)",
             "",
         ]
     lines += [f"- {note}" for note in notes or []]
