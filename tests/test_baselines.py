@@ -16,7 +16,8 @@ from ultrarl.envs.factory import make_env, make_vec_env
 from ultrarl.envs.rollout import collect_trajectories
 from ultrarl.envs.snapshot import take_snapshot
 from ultrarl.explain.explainer import CriticalState
-from ultrarl.guidance.verify import VerifySettings, significant, verify_suggestions
+from ultrarl.explain.fidelity import significant
+from ultrarl.guidance.verify import VerifySettings, verify_suggestions
 from ultrarl.refine.exploration import CriticalStateResets, RNDBonus
 
 

@@ -16,7 +16,9 @@ TINY = {
     "name": "tiny",
     "envs": ["CartPole-v1"],
     "methods": ["none", "ppo", "random",
-                {"name": "broken", "method": "ppo", "settings": {"token_budget": 10}}],
+                # valid settings that fail at run time: the API key's variable is not set
+                {"name": "broken", "method": "ultra-ra",
+                 "settings": {"llm": {"model": "openai:none", "api_key_env": "ULTRARL_UNSET_KEY"}}}],
     "seeds": [0, 1],
     "pretrain_timesteps": 1024,
     "refine_timesteps": 2048,
@@ -36,7 +38,7 @@ def _bench(tmp_path: Path, config: dict, capsys: pytest.CaptureFixture[str], *ex
 def test_local_grid_is_resumable_isolates_failures_and_reports(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     code, out, err = _bench(tmp_path, TINY, capsys, "--workers", "2")
     assert code == 1 and "2 of 10 jobs failed" in err  # 2 agents + 8 runs; the broken method fails
-    assert "broken seed 0: failed" in out and "token_budget" in out
+    assert "broken seed 0: failed" in out and "ULTRARL_UNSET_KEY" in out
     bench = tmp_path / "out"
     assert len(list((bench / "agents" / "CartPole-v1").glob("*.zip"))) == 2  # one agent per seed, shared
     with open(bench / "results.csv") as f:
@@ -82,11 +84,22 @@ def test_grid_on_ray(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped
         ({**TINY, "seeds": []}, "invalid setting seeds"),
         ({**TINY, "surprise": 1}, "invalid setting surprise"),
         ({**TINY, "methods": ["ppo", "ppo"]}, "method names must be unique"),
+        ({**TINY, "methods": [{"name": "v", "method": "ultra-ra", "settings": {"verify": True}}]},
+         "method v: invalid setting verify"),
     ],
 )
 def test_bad_bench_configs_are_one_line(tmp_path: Path, capsys, config: dict, message: str) -> None:  # type: ignore[no-untyped-def]
     code, _, err = _bench(tmp_path, config, capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[1] / "benchmarks").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_bench_configs_are_valid(path: Path) -> None:
+    """Every run's settings are checked when a config loads (a bad one once failed every
+    ultra-ra-verify run of quick.yaml)."""
+    from ultrarl.bench.grid import load_bench_config
+
+    assert load_bench_config(path).methods
 
 
 def test_run_directory_report_is_rebuilt(cartpole_agent_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -20,14 +20,11 @@ import time
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
-import torch as th
 from stable_baselines3 import PPO
 
-from ultrarl.envs.factory import make_vec_env
+from ultrarl.demo import EXPERT_SEED, pumping_expert
 from ultrarl.evaluate.evaluation import evaluate_agent
 from ultrarl.pipeline import pretrain
-from ultrarl.run_dir import write_model
 from ultrarl.settings import PretrainSettings
 
 HERE = Path(__file__).resolve().parent
@@ -36,31 +33,10 @@ HERE = Path(__file__).resolve().parent
 TUNING_SEEDS = [100, 101, 102]
 PRETRAIN = {"MountainCarContinuous-v0": (30_000, [*range(10), *TUNING_SEEDS]),
             "ultrarl/SparseHopper-v5": (60_000, list(range(5)))}
-EXPERT_SEED = 10_000
 
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def pumping_expert(out: Path) -> PPO:
-    """A PPO policy whose mean action is the energy-pumping controller's, fitted on states
-    sampled over MountainCar's whole state box."""
-    env = make_vec_env("MountainCarContinuous-v0", seed=EXPERT_SEED)
-    expert = PPO("MlpPolicy", env, seed=EXPERT_SEED, device="cpu", policy_kwargs={"log_std_init": -3.0})
-    rng = np.random.default_rng(EXPERT_SEED)
-    obs = np.stack([rng.uniform(-1.2, 0.6, 20_000), rng.uniform(-0.07, 0.07, 20_000)], axis=1).astype(np.float32)
-    target = np.where(obs[:, 1:] >= 0, 1.0, -1.0).astype(np.float32)
-    optimiser = th.optim.Adam(expert.policy.parameters(), lr=1e-3)
-    for _ in range(3000):
-        index = rng.integers(len(obs), size=256)
-        mean = expert.policy.get_distribution(th.as_tensor(obs[index])).distribution.mean
-        loss = ((th.clamp(mean, -1, 1) - th.as_tensor(target[index])) ** 2).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    write_model(out, expert)
-    return expert
 
 
 def main() -> None:

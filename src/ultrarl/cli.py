@@ -23,6 +23,7 @@ from ultrarl.errors import EXIT_USAGE, UltraRLError
 from ultrarl.settings import (
     EvaluateSettings,
     ExplainSettings,
+    FidelityRunSettings,
     PretrainSettings,
     RefineSettings,
     build_settings,
@@ -35,6 +36,8 @@ SETTINGS: dict[str, tuple[type[BaseModel], str]] = {
     "explain": (ExplainSettings, "ask the LLM for critical states and build the guidance table"),
     "refine": (RefineSettings, "refine an agent with ULTRA-A/R/RA or a baseline (ppo, statemask-r, rice, ...)"),
     "evaluate": (EvaluateSettings, "evaluate an agent without guidance; prints JSON"),
+    "fidelity": (FidelityRunSettings, "measure how critical each advisor's states are and how good its advice "
+                                      "(LLM, random, rice, oracle, ...) by rollouts from snapshots"),
 }
 _SEP = "__"  # joins a nested setting's path into an argparse dest
 
@@ -117,15 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     for command, (model, help_text) in SETTINGS.items():
         p = sub.add_parser(command, help=help_text, description=help_text)
         add_settings_arguments(p, model)
-        if command in ("explain", "refine"):
+        if command in ("explain", "refine", "fidelity"):
             p.add_argument("--run-dir", default=None, help="where the run is written (required unless --dry-run)")
             p.add_argument("--config", type=Path, default=None, help="YAML settings; command-line values win")
             p.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
         if command == "explain":
             p.add_argument("--dry-run", action="store_true", help="print the rendered prompts; no LLM call, nothing "
                                                                   "written")
-        if command == "refine":
-            p.add_argument("--resume", action="store_true", help="continue a killed run from its latest checkpoint")
+        if command in ("refine", "fidelity"):
+            p.add_argument("--resume", action="store_true", help="continue a killed run (refine: from its latest checkpoint; fidelity: advisor by advisor)")
 
     p = sub.add_parser("bench", help="environments x methods x seeds, locally or on Ray, with a report")
     p.add_argument("config", type=Path, help="bench YAML (see benchmarks/quick.yaml)")
@@ -164,7 +167,7 @@ def _run(args: argparse.Namespace) -> int:
         console.print(f"saved {settings.out}")
     elif args.command == "evaluate":
         _evaluate(_settings(args, EvaluateSettings))
-    elif args.command in ("explain", "refine"):
+    elif args.command in ("explain", "refine", "fidelity"):
         _explain_or_refine(args, _settings(args, SETTINGS[args.command][0]))
     elif args.command == "report":
         from ultrarl.report.rebuild import rebuild_report
@@ -204,7 +207,11 @@ def _explain_or_refine(args: argparse.Namespace, settings: ExplainSettings) -> N
         raise UltraRLError(f"{args.command} needs --run-dir")
     resume = getattr(args, "resume", False)
     run_dir = prepare_run_dir(args.run_dir, overwrite=args.overwrite, resume=resume)
-    if isinstance(settings, RefineSettings):
+    if isinstance(settings, FidelityRunSettings):
+        from ultrarl.fidelity import run_fidelity
+
+        run_fidelity(settings, run_dir, resume=resume)
+    elif isinstance(settings, RefineSettings):
         refined = refine_agent(settings, run_dir, resume=resume)
         console.print(returns_table({"before": refined.before, f"after {settings.method}": refined.after}))
     else:

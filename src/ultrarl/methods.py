@@ -52,6 +52,11 @@ class Method:
     def asks_llm(self) -> bool:
         return self.identify == "llm"
 
+    @property
+    def suggests(self) -> bool:
+        """Its critical states carry a suggested action (an LLM's or the expert's)."""
+        return self.identify in ("llm", "expert")
+
 
 _ENTRIES = (
     Method("none", "none (agent as is)", "none", refines=False),

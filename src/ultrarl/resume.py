@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel
 from stable_baselines3 import PPO
 
 from ultrarl import run_dir as files
@@ -22,7 +23,7 @@ from ultrarl.stages import Identification
 _STEP_COLUMN = "time/total_timesteps"
 
 
-def check_resumable(run_dir: Path, settings: RefineSettings) -> None:
+def check_resumable(run_dir: Path, settings: BaseModel) -> None:
     """A resumed run must have the settings it started with."""
     started = run_dir / files.STARTED
     if not started.exists():

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ultrarl.errors import UltraRLError, checked_value
+from ultrarl.explain.fidelity import FidelitySettings
 from ultrarl.guidance.table import GuidanceSettings
 from ultrarl.guidance.verify import VerifySettings
 from ultrarl.llm.settings import LLMSettings
@@ -58,8 +59,21 @@ class ExplainSettings(AgentSettings):
     guidance: GuidanceSettings = Field(default_factory=GuidanceSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
 
+    @property
+    def needs_snapshots(self) -> bool:
+        """The explained episodes keep a snapshot per step (for --verify)."""
+        return self.verify.enabled
 
-class RefineSettings(ExplainSettings):
+
+class IdentifySettings(ExplainSettings):
+    """Identification by any method: the knobs of the mask network and of the expert."""
+
+    mask_alpha: float = Field(0.01, ge=0, description="α, the mask network's bonus per blinded step")
+    mask_timesteps: int = Field(20_000, gt=0, description="steps of PPO that train the mask network")
+    expert: str | None = Field(None, description="expert SB3 PPO zip: the advisor of --method oracle")
+
+
+class RefineSettings(IdentifySettings):
     """Everything that determines a refinement run (``ultrarl refine``)."""
 
     method: str = Field("ultra-ra", description="ultra-a, ultra-r, ultra-ra; baselines ppo, statemask-r, rice, "
@@ -72,9 +86,6 @@ class RefineSettings(ExplainSettings):
     )
     rnd_weight: float | None = Field(None, ge=0, description="λ, weight of the normalised RND bonus "
                                                              "(unset: the method's default)")
-    mask_alpha: float = Field(0.01, ge=0, description="α, the mask network's bonus per blinded step")
-    mask_timesteps: int = Field(20_000, gt=0, description="steps of PPO that train the mask network")
-    expert: str | None = Field(None, description="expert SB3 PPO zip: the advisor of --method oracle")
     rounds: int = Field(1, gt=0, description="identify-then-refine rounds of a guided method (ours; the budget is split evenly)")
     modulation: ModulationSettings = Field(default_factory=ModulationSettings)
 
@@ -106,6 +117,34 @@ class RefineSettings(ExplainSettings):
     @property
     def needs_snapshots(self) -> bool:
         return self.effective_reset_prob > 0 or (self.verify.enabled and self.method_spec.asks_llm)
+
+
+class FidelityRunSettings(IdentifySettings):
+    """``ultrarl fidelity``: how critical each advisor's states are and how good its suggestions."""
+
+    advisors: str = Field("ultra-ra,random", description="methods whose critical states are measured, "
+                                                         "comma-separated (e.g. ultra-ra,random,rice,oracle)")
+    fidelity: FidelitySettings = Field(default_factory=FidelitySettings)
+
+    @field_validator("advisors")
+    @classmethod
+    def _known_advisors(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        if not names:
+            raise ValueError("--advisors names no method")
+        for name in names:
+            checked_value(get_method, name)
+            if get_method(name).identify == "none":
+                raise ValueError(f"method '{name}' identifies no critical state; choose one that does")
+        return ",".join(names)
+
+    @property
+    def advisor_methods(self) -> list[Method]:
+        return [get_method(name) for name in self.advisors.split(",")]
+
+    @property
+    def needs_snapshots(self) -> bool:
+        return True
 
 
 class PretrainSettings(EnvSettings):

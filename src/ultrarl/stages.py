@@ -29,7 +29,7 @@ from ultrarl.refine.modulation import Advisor
 from ultrarl.refine.refiner import load_checked_agent
 from ultrarl.report.console import console
 from ultrarl.report.frames import save_critical_frames
-from ultrarl.settings import ExplainSettings, RefineSettings
+from ultrarl.settings import ExplainSettings, IdentifySettings
 
 EVAL_SEED_OFFSET = 10_000  # evaluation episodes never reuse the seeds of explained episodes
 
@@ -72,15 +72,13 @@ def make_describer(settings: ExplainSettings, agent: PPO) -> StateDescriber:
 def identify(settings: ExplainSettings, method: Method, run_dir: Path, agent: PPO) -> Identification:
     """Collect episodes, find their critical states (LLM, mask network, random, expert), verify
     the suggestions if asked, build the guidance table; write it all to ``run_dir``."""
-    refine = settings if isinstance(settings, RefineSettings) else None
-    needs_snapshots = refine.needs_snapshots if refine else settings.verify.enabled
     start = time.perf_counter()
     trajectories = []
     if method.identify != "none":
         console.print(f"collecting {settings.episodes} episodes of {settings.env_id} ...")
         trajectories = collect_trajectories(agent, settings.env_id, settings.episodes, settings.seed,
                                             deterministic=settings.deterministic_rollouts,
-                                            keep_snapshots=needs_snapshots)
+                                            keep_snapshots=settings.needs_snapshots)
         save_trajectories(trajectories, run_dir / files.TRAJECTORIES)
     ctx = _context(settings, agent, trajectories, run_dir, method)
     states = identify_critical_states(method.identify, ctx)
@@ -101,7 +99,7 @@ def _context(
     describer = make_describer(settings, agent) if trajectories else None
     ctx = IdentifyContext(agent, settings.env_id, trajectories, describer, settings.critical_steps,  # type: ignore[arg-type]
                           settings.seed)
-    if isinstance(settings, RefineSettings):
+    if isinstance(settings, IdentifySettings):
         ctx.mask_timesteps, ctx.mask_alpha = settings.mask_timesteps, settings.mask_alpha
         if method.identify == "expert" and settings.expert is not None:  # a missing one: the identifier says so
             ctx.expert = load_checked_agent(settings.expert, settings.env_id)

@@ -92,6 +92,12 @@ def load_bench_config(path: Path) -> BenchConfig:
     names = [m.name for m in config.methods]
     if len(set(names)) != len(names):
         raise UltraRLError(f"bench config {path}: method names must be unique, got {names}")
+    for spec in config.methods:  # a bad setting fails now, not hours into the grid
+        for env_id in config.envs:
+            try:
+                run_settings(config, spec, env_id, config.seeds[0], Path("agent.zip"), path.parent)
+            except UltraRLError as exc:
+                raise UltraRLError(f"bench config {path}, method {spec.name}: {exc}") from exc
     return config
 
 

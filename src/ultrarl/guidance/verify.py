@@ -1,5 +1,6 @@
 """Verified suggestions (``--verify``, our extension): check each suggestion before it enters the
-guidance table, by restoring its critical state and comparing short rollouts.
+guidance table, by restoring its critical state and comparing short rollouts (the advice
+measurement of ``ultrarl fidelity``, ``ultrarl.explain.fidelity``, with its own M, H and z).
 
 For a critical state s with the agent's action a and the suggestion a*, M rollouts of H steps
 start with a* and then follow the agent's policy, and M start with a and then follow the policy,
@@ -22,9 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from stable_baselines3 import PPO
 
 from ultrarl.envs.factory import make_env
-from ultrarl.envs.rollout import Trajectory, env_action
-from ultrarl.envs.snapshot import restore_snapshot
+from ultrarl.envs.rollout import Trajectory
 from ultrarl.explain.explainer import CriticalState
+from ultrarl.explain.fidelity import advice_gains, significant
 
 
 class VerifySettings(BaseModel):
@@ -54,38 +55,6 @@ class VerifyReport:
                 "mean_gap": float(np.mean(self.gaps)) if self.gaps else 0.0}
 
 
-def _short_return(env, agent: PPO, snapshot, first_action, horizon: int, seed: int) -> float:  # type: ignore[no-untyped-def]
-    env.reset(seed=seed)
-    agent.set_random_seed(seed)  # common random numbers: both arms' sample i draw alike
-    obs = restore_snapshot(env, snapshot)
-    total = 0.0
-    action = first_action
-    for _ in range(horizon):
-        obs, reward, terminated, truncated, _ = env.step(action)
-        total += float(reward)
-        if terminated or truncated:
-            break
-        action, _ = agent.predict(obs, deterministic=False)
-    return total
-
-
-def paired_gains(env, agent: PPO, snapshot, state: CriticalState, settings: VerifySettings, seed: int) -> np.ndarray:  # type: ignore[no-untyped-def]
-    """Return after the suggestion minus return after the own action, per common-random-number pair."""
-    suggested, own = env_action(state.suggested_action), env_action(state.agent_action)
-    return np.asarray([
-        _short_return(env, agent, snapshot, suggested, settings.horizon, seed + i)
-        - _short_return(env, agent, snapshot, own, settings.horizon, seed + i)
-        for i in range(settings.samples)
-    ])
-
-
-def significant(gains: np.ndarray, z: float) -> bool:
-    """One-sided: the mean gain exceeds ``z`` standard errors (and is positive)."""
-    mean = float(gains.mean())
-    stderr = float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else np.inf
-    return mean > 0 and mean > z * stderr
-
-
 def verify_suggestions(
     states: list[CriticalState],
     trajectories: list[Trajectory],
@@ -110,7 +79,7 @@ def verify_suggestions(
             snapshot = trajectory.snapshots[state.step]
             report.checked += 1
             # Common random numbers: sample i of both arms starts from the same env seed.
-            gains = paired_gains(env, agent, snapshot, state, settings, seed + 1000 * index)
+            gains = advice_gains(env, agent, snapshot, state, settings.samples, settings.horizon, seed + 1000 * index)
             gap = float(gains.mean())
             report.gaps.append(gap)
             if not significant(gains, settings.z):
