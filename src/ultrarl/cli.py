@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--dry-run", action="store_true", help="print the rendered prompts; no LLM call, nothing "
                                                                   "written")
         if command in ("refine", "fidelity"):
-            p.add_argument("--resume", action="store_true", help="continue a killed run (refine: from its latest checkpoint; fidelity: advisor by advisor)")
+            p.add_argument("--resume", action="store_true",
+                           help="continue a killed run (refine: from its latest checkpoint; fidelity: advisor by advisor)")
 
     p = sub.add_parser("bench", help="environments x methods x seeds, locally or on Ray, with a report")
     p.add_argument("config", type=Path, help="bench YAML (see benchmarks/quick.yaml)")

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ultrarl.envs.factory import import_gym_packages
 from ultrarl.errors import UltraRLError, checked_value
 from ultrarl.explain.fidelity import FidelitySettings
 from ultrarl.guidance.table import GuidanceSettings
@@ -31,8 +32,19 @@ class EnvSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    env_id: str = Field(description="Gymnasium id, e.g. Hopper-v5", json_schema_extra=POSITIONAL)
+    env_id: str = Field(description="Gymnasium id, e.g. Hopper-v5, or module:EnvId for an environment your "
+                                    "module registers", json_schema_extra=POSITIONAL)
     seed: int = Field(0, description="seed of rollouts, refinement and evaluation")
+    gym_packages: str | None = Field(None, description="modules to import first, comma-separated: they register "
+                                                       "your environments (as RL Zoo's --gym-packages)")
+
+    @field_validator("gym_packages")
+    @classmethod
+    def _import_gym_packages(cls, value: str | None) -> str | None:
+        # Imported wherever settings are built (CLI, resume, bench workers): the ids then resolve.
+        if value:
+            checked_value(lambda v: import_gym_packages([p.strip() for p in v.split(",") if p.strip()]), value)
+        return value
 
 
 class AgentSettings(EnvSettings):

@@ -153,11 +153,11 @@ def _execute(job: Job) -> JobResult:
     try:
         if job.kind == "agent":
             status = _pretrain(agent_path(bench_dir, config, job.env_id, job.seed), job.env_id,
-                               config.pretrain_timesteps, job.seed)
+                               config.pretrain_timesteps, job.seed, config.settings.get("gym_packages"))
             return JobResult(job, status, wall_time_s=time.perf_counter() - start)
         if job.kind == "expert":
             status = _pretrain(expert_path(bench_dir, config, job.env_id), job.env_id,
-                               config.expert_timesteps, EXPERT_SEED)
+                               config.expert_timesteps, EXPERT_SEED, config.settings.get("gym_packages"))
             return JobResult(job, status, wall_time_s=time.perf_counter() - start)
         assert job.method is not None
         run_dir = files.bench_run_dir(bench_dir, job.env_id, job.method["name"], job.seed)
@@ -182,10 +182,11 @@ def _execute(job: Job) -> JobResult:
     return JobResult(job, "failed", message, time.perf_counter() - start)
 
 
-def _pretrain(path: Path, env_id: str, timesteps: int, seed: int) -> str:
+def _pretrain(path: Path, env_id: str, timesteps: int, seed: int, gym_packages: str | None) -> str:
     if path.exists():
         return "skipped"
-    pretrain(PretrainSettings(env_id=env_id, timesteps=timesteps, seed=seed, out=str(path)), progress_bar=False)
+    settings = PretrainSettings(env_id=env_id, timesteps=timesteps, seed=seed, out=str(path), gym_packages=gym_packages)
+    pretrain(settings, progress_bar=False)
     return "done"
 
 

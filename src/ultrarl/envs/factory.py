@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
 from typing import Any
 
@@ -33,12 +34,25 @@ def _register_all() -> None:
     _registered = True
 
 
+def import_gym_packages(packages: list[str]) -> None:
+    """Import the modules that register a user's environments (RL Zoo's ``--gym-packages``)."""
+    for package in packages:
+        try:
+            importlib.import_module(package)
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's module is theirs to read
+            raise UltraRLError(f"cannot import gym package '{package}': {type(exc).__name__}: {exc}") from exc
+
+
 def validate_env_id(env_id: str) -> None:
-    """Raise a one-line error for an id Gymnasium does not know, with the closest known ids."""
+    """Raise a one-line error for an id Gymnasium does not know, with the closest known ids.
+    ``module:EnvId`` imports ``module`` first, as ``gymnasium.make`` does."""
     _register_all()
-    if env_id in gym.registry:
+    module, _, name = env_id.rpartition(":")
+    if module:
+        import_gym_packages([module])
+    if name in gym.registry:
         return
-    close = difflib.get_close_matches(env_id, list(gym.registry.keys()), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name, list(gym.registry.keys()), n=3, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UltraRLError(f"unknown environment id '{env_id}'.{hint}")
 

@@ -7,14 +7,20 @@ One adapter per family:
   original one;
 - classic control: the unwrapped ``state`` (and CartPole's post-termination counter);
 - ALE: ``cloneState(include_rng=True)`` (sticky actions draw from that RNG), plus what
-  ultrarl's Pong wrapper keeps (the previous RAM, for velocities).
+  ultrarl's Pong wrapper keeps (the previous RAM, for velocities);
+- any environment whose unwrapped class has ``get_state()`` and ``set_state(state)`` (the
+  protocol a user implements for their own environment): what ``get_state`` returns, deep-copied;
+- any other environment: a deep copy of the unwrapped environment's attributes (its RNG
+  included), used only where restoring and replaying a few steps reproduces them
+  (``supports_snapshots`` checks it once per id).
 Every adapter also restores the ``TimeLimit`` step counter and returns the observation the
-agent saw at the snapshot. Environments without an adapter raise a clear error.
+agent saw at the snapshot. Environments where none works raise a clear error.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,8 +53,8 @@ def _ram_keepers(env: gym.Env) -> list[gym.Env]:
     return [w for w in _wrapper_chain(env) if "_previous_ram" in vars(w)]
 
 
-def snapshot_family(env: gym.Env) -> str | None:
-    """Which adapter handles ``env``, or None when none does."""
+def snapshot_family(env: gym.Env) -> str:
+    """Which adapter handles ``env`` (``copy`` when no other does)."""
     base = env.unwrapped
     if hasattr(base, "data") and hasattr(base, "model") and hasattr(base, "set_state"):
         return "mujoco"
@@ -56,24 +62,50 @@ def snapshot_family(env: gym.Env) -> str | None:
         return "ale"
     if hasattr(base, "state") and type(base).__module__.startswith("gymnasium.envs.classic_control"):
         return "classic"
-    return None
+    if callable(getattr(base, "get_state", None)) and callable(getattr(base, "set_state", None)):
+        return "state_api"
+    return "copy"
 
 
+@functools.cache
 def supports_snapshots(env_id: str) -> bool:
+    """Restoring a snapshot and replaying the same actions reproduces the observations and rewards."""
     from ultrarl.envs.factory import make_env
 
     env = make_env(env_id, seed=0)  # reset first: classic control creates ``state`` at reset
     try:
-        return snapshot_family(env) is not None
+        return _replays(env)
+    except Exception:  # noqa: BLE001 - an environment that cannot be copied or restored has no snapshots
+        return False
     finally:
         env.close()
+
+
+def _replays(env: gym.Env, steps: int = 20) -> bool:
+    """Snapshot after a reset, step up to ``steps`` random actions, restore, step them again."""
+    env.action_space.seed(0)
+    obs, _ = env.reset(seed=0)
+    snapshot = take_snapshot(env, obs)
+    first: list[tuple[Any, Any]] = []
+    for _ in range(steps):
+        action = env.action_space.sample()
+        obs, reward, terminated, truncated, _ = env.step(action)
+        first.append((action, (obs, reward)))
+        if terminated or truncated:
+            break
+    restore_snapshot(env, snapshot)
+    for action, (obs, reward) in first:
+        obs_again, reward_again, *_ = env.step(action)
+        if not (np.array_equal(obs, obs_again) and reward == reward_again):
+            return False
+    return True
 
 
 def require_snapshots(env_id: str, what: str) -> None:
     if not supports_snapshots(env_id):
         raise UltraRLError(
-            f"{what} needs environment snapshots, and {env_id} has no snapshot adapter "
-            "(MuJoCo, classic control and ALE environments have one)"
+            f"{what} needs environment snapshots, and {env_id} cannot be restored: give its unwrapped class "
+            "get_state() and set_state(state) methods (docs/METHOD.md, Snapshots)"
         )
 
 
@@ -95,8 +127,10 @@ def take_snapshot(env: gym.Env, observation: np.ndarray) -> Snapshot:
         payload = (base.ale.cloneState(include_rng=True), wrappers)
     elif family == "classic":
         payload = {k: copy.deepcopy(v) for k, v in vars(base).items() if k in ("state", "steps_beyond_terminated")}
+    elif family == "state_api":
+        payload = copy.deepcopy(base.get_state())
     else:
-        raise UltraRLError(f"{env.spec.id if env.spec else type(base).__name__} has no snapshot adapter")
+        payload = copy.deepcopy(vars(base))
     limit = _time_limit(env)
     elapsed = int(limit._elapsed_steps) if limit is not None and limit._elapsed_steps is not None else None
     return Snapshot(family, payload, np.array(observation, copy=True), elapsed)
@@ -116,9 +150,11 @@ def restore_snapshot(env: gym.Env, snapshot: Snapshot) -> np.ndarray:
         base.ale.restoreState(ale_state)
         for wrapper, previous_ram in zip(_ram_keepers(env), wrappers):
             wrapper._previous_ram = copy.deepcopy(previous_ram)  # type: ignore[attr-defined]
-    elif snapshot.family == "classic":
+    elif snapshot.family in ("classic", "copy"):
         for key, value in snapshot.state.items():
             setattr(base, key, copy.deepcopy(value))
+    elif snapshot.family == "state_api":
+        base.set_state(copy.deepcopy(snapshot.state))
     else:
         raise UltraRLError(f"unknown snapshot family {snapshot.family}")
     limit = _time_limit(env)

@@ -18,6 +18,7 @@ from ultrarl.explain.prompts import PROMPT_VERSION, EpisodePrompt, build_episode
 from ultrarl.explain.validation import ValidatedAnswer, validate_answer
 from ultrarl.interpret.describer import StateDescriber
 from ultrarl.llm.client import LLMClient
+from ultrarl.run_dir import write_text_atomic
 
 
 class CriticalState(BaseModel):
@@ -112,9 +113,7 @@ class Explainer:
 
 
 def write_explanations(states: list[CriticalState], path: Path) -> None:
-    with open(path, "w") as f:
-        for state in states:
-            f.write(state.model_dump_json() + "\n")
+    write_text_atomic(path, "".join(state.model_dump_json() + "\n" for state in states))
 
 
 def read_explanations(path: Path) -> list[CriticalState]:

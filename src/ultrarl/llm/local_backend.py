@@ -83,7 +83,7 @@ class LocalLlamaBackend:
         self._lock = threading.Lock()
         self.prompt_threads = n_threads or default_threads()  # does not change answers: not in the key
         self.config = {"generation_threads": GENERATION_THREADS, "n_ctx": n_ctx, "flash_attn": True,
-                       "model_sha256": _file_sha256(path)}
+                       "prefix_reuse": False, "model_sha256": _file_sha256(path)}
         self._llama = Llama(
             model_path=str(path),
             n_ctx=n_ctx,
@@ -104,6 +104,10 @@ class LocalLlamaBackend:
             response_format = {"type": "json_object", "schema": schema}
         start = time.perf_counter()
         with self._lock:
+            # Every prompt from an empty context: reusing the previous call's prefix was 16% faster
+            # on 16 Hopper prompts but changed 12 of 16 answers, making an answer depend on the
+            # call before it (a resumed or partly cached run would then differ).
+            self._llama.reset()
             self._llama.set_seed(seed)
             response = self._llama.create_chat_completion(
                 messages=messages,  # type: ignore[arg-type]
