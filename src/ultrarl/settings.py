@@ -98,7 +98,8 @@ class RefineSettings(IdentifySettings):
     )
     rnd_weight: float | None = Field(None, ge=0, description="λ, weight of the normalised RND bonus "
                                                              "(unset: the method's default)")
-    rounds: int = Field(1, gt=0, description="identify-then-refine rounds of a guided method (ours; the budget is split evenly)")
+    rounds: int = Field(1, gt=0, description="identify-then-refine rounds of a guided method "
+                                              "(ours; the budget is split evenly)")
     modulation: ModulationSettings = Field(default_factory=ModulationSettings)
 
     @field_validator("method")

@@ -63,12 +63,13 @@ class GuidanceTable:
 
     def match(self, obs: np.ndarray) -> np.ndarray:
         """Index of the nearest table entry within epsilon for each row of ``obs``, else -1."""
-        nearest, distance = self._nearest(obs)
-        return np.where(distance <= self.epsilon, nearest, -1)
+        return self.lookup(obs)[0]
 
-    def nearest(self, obs: np.ndarray) -> np.ndarray:
-        """Index of the nearest table entry for each row of ``obs``, at any distance (-1: empty table)."""
-        return self._nearest(obs)[0]
+    def lookup(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For each row of ``obs``: the nearest entry within epsilon (else -1), and the nearest
+        entry at any distance (-1: empty table), from one distance computation."""
+        nearest, distance = self._nearest(obs)
+        return np.where(distance <= self.epsilon, nearest, -1), nearest
 
     def _nearest(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         batch = self.normalise(np.asarray(obs).reshape(len(obs), -1))

@@ -157,7 +157,7 @@ class Modulation:
     ) -> StepAdvice:
         n = len(raw_obs)
         held = self._held(n)
-        matches = self.table.match(raw_obs)
+        matches, nearest = self.table.lookup(raw_obs)
         matched = (matches >= 0) | held
         implicit = np.zeros(n, dtype=np.float32)
         override = held.copy()
@@ -167,7 +167,7 @@ class Modulation:
             suggested = np.asarray(self.advisor(raw_obs[matched]))
             ratings = rate_action(own_actions[matched], suggested, action_space)
         else:
-            entries = np.where(held, self.table.nearest(raw_obs), matches)[matched]
+            entries = np.where(held, nearest, matches)[matched]
             suggested = self.table.suggested_actions[entries]
             ratings = self.table.implicit_rewards[entries]
         if self.override_actions:
