@@ -216,7 +216,7 @@ def test_supervised_term_moves_the_policy_to_the_suggestion() -> None:
         model.set_logger(Logger(None, []))
         obs = th.as_tensor(table.observations, dtype=th.float32)
         before = model.policy.get_distribution(obs).distribution.probs[0, 1].item()  # type: ignore[union-attr]
-        model.learn(512)
+        model.learn(1024)
         after = model.policy.get_distribution(obs).distribution.probs[0, 1].item()  # type: ignore[union-attr]
         gaps[weight] = after - before
     assert gaps[1.0] > 0.15, gaps
@@ -308,3 +308,52 @@ def test_guided_segments_default_to_the_methods_choice_unless_set() -> None:
     assert RefineSettings(method="ultra-ra", **common).effective_modulation.hold_steps == 0
     explicit = RefineSettings(method="oracle", expert="e.zip", modulation={"hold_steps": 0}, **common)
     assert explicit.effective_modulation.hold_steps == 0
+
+
+def test_supervised_phase_without_gradient_moves_nothing() -> None:
+    """Suggestions the policy already meets (its clipped mean sits on the bound they name) give
+    the imitation loss no gradient: the supervised phase then changes no weight and leaves PPO's
+    optimiser as it was. With PPO's optimiser shared, Adam's momentum from the PPO update moved
+    the policy on every supervised step."""
+    env = make_vec_env("Pendulum-v1", n_envs=1, seed=0)
+    table = _table("Pendulum-v1", np.array([2.0], dtype=np.float32), radius=1e-9)
+    table.observations = table.observations + 100.0  # never matched: only the supervised term acts
+    model = GuidedPPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu",
+                      modulation=Modulation(table, True, False, ModulationSettings(bc_weight=0.0)))
+    model.set_logger(Logger(None, []))
+    model.learn(64)  # one PPO update: Adam now has momentum
+    with th.no_grad():
+        model.policy.action_net.weight.zero_()
+        model.policy.action_net.bias.fill_(5.0)  # mean 5, beyond the bound 2 the suggestions name
+    model.advice_memory.add(np.zeros((8, 3), dtype=np.float32), np.full((8, 1), 2.0, dtype=np.float32))
+    params = {k: v.clone() for k, v in model.policy.state_dict().items()}
+    ppo_optimizer = {k: v.clone() for k, v in model.policy.optimizer.state_dict()["state"][0].items()}
+    loss = model._supervised_phase(1.0)
+    assert loss == 0.0
+    for key, value in model.policy.state_dict().items():
+        assert th.equal(value, params[key]), key
+    for key, value in model.policy.optimizer.state_dict()["state"][0].items():
+        assert th.equal(value, ppo_optimizer[key]), key
+
+
+def test_guided_ppo_whose_advice_never_applies_trains_exactly_as_ppo() -> None:
+    """ULTRA with a table that never matches (and no supervised term at the table's own states)
+    is continued PPO, weight for weight: the rollout loop, the buffer and the updates are SB3's."""
+    from stable_baselines3 import PPO
+
+    table = _table("CartPole-v1", np.array(1, dtype=np.int64), radius=1e-9)
+    table.observations = table.observations + 100.0
+    weights = []
+    for guided in (False, True):
+        env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+        kwargs = dict(n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu")
+        if guided:
+            modulation = Modulation(table, True, True, ModulationSettings(bc_weight=0.0))
+            model = GuidedPPO("MlpPolicy", env, modulation=modulation, **kwargs)
+        else:
+            model = PPO("MlpPolicy", env, **kwargs)
+        model.set_logger(Logger(None, []))
+        model.learn(3 * 128)
+        weights.append(model.policy.state_dict())
+    for key, value in weights[0].items():
+        assert th.equal(value, weights[1][key]), key

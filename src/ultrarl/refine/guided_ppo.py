@@ -24,7 +24,7 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.utils import obs_as_tensor
+from stable_baselines3.common.utils import obs_as_tensor, update_learning_rate
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from ultrarl.refine.modulation import Modulation, StepAdvice
@@ -71,10 +71,17 @@ class GuidedPPO(PPO):
         capacity = self.modulation.settings.bc_memory if self.modulation is not None else 1
         self.advice_memory = AdviceMemory(capacity, self.observation_space.shape, action_shape)  # type: ignore[arg-type]
         self._bc_rng = np.random.default_rng(self.seed or 0)
+        # The supervised term has an optimiser of its own. Sharing PPO's let Adam's momentum from
+        # the PPO update move the policy on every supervised step, also where the imitation loss
+        # had no gradient at all (suggestions the policy already met), and mixed the two losses'
+        # moment estimates.
+        self.bc_optimizer = self.policy.optimizer_class(
+            self.policy.parameters(), lr=self.lr_schedule(1.0), **self.policy.optimizer_kwargs
+        )
 
     def _excluded_save_params(self) -> list[str]:
         # The saved zip is a plain policy: guidance lives in the run directory, not in the model.
-        return [*super()._excluded_save_params(), "modulation", "advice_memory", "_bc_rng"]
+        return [*super()._excluded_save_params(), "modulation", "advice_memory", "_bc_rng", "bc_optimizer"]
 
     def _setup_learn(self, total_timesteps, callback=None, reset_num_timesteps=True, tb_log_name="run", progress_bar=False):  # type: ignore[no-untyped-def]
         # A loaded agent carries the progress of its own training (often slightly below 0):
@@ -231,15 +238,16 @@ class GuidedPPO(PPO):
     def _supervised_phase(self, weight: float) -> float:
         """As many minibatch steps as PPO's update took, on the advised states."""
         self.policy.set_training_mode(True)
+        update_learning_rate(self.bc_optimizer, self.lr_schedule(self._current_progress_remaining))
         n_batches = self.n_epochs * max(1, self.n_steps * self.n_envs // self.batch_size)
         losses = []
         for obs, suggested in self.advice_memory.sample_batches(self.batch_size, n_batches, self._bc_rng):
             loss = weight * self._imitation_loss(th.as_tensor(obs, device=self.device),
                                                  th.as_tensor(suggested, device=self.device))
-            self.policy.optimizer.zero_grad()
+            self.bc_optimizer.zero_grad()
             loss.backward()
             th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.policy.optimizer.step()
+            self.bc_optimizer.step()
             losses.append(float(loss.item()))
         return float(np.mean(losses))
 
