@@ -77,6 +77,17 @@ def test_grid_on_ray(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped
     assert json.loads((tmp_path / "out/runs/CartPole-v1/ppo/seed0/eval.json").read_text())["after"]["episodes"] == 2
 
 
+def test_only_runs_the_named_methods(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    config = {**TINY, "methods": ["none", "ppo"], "seeds": [0]}
+    code, out, err = _bench(tmp_path, config, capsys, "--only", "ppo")
+    assert code == 0, err
+    assert out.count(": done") == 2 and "ppo seed 0: done" in out  # the agent and the ppo run
+    assert not (tmp_path / "out/runs/CartPole-v1/none").exists()
+    code, _, err = _bench(tmp_path, config, capsys, "--only", "ppo,magic")
+    assert code == 2 and "--only names methods the bench config does not have: magic" in err
+    assert len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

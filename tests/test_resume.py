@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from stable_baselines3 import PPO
 
 from ultrarl.refine.checkpoint import latest_checkpoint, write_checkpoint
@@ -100,3 +101,59 @@ def test_a_crash_during_a_checkpoint_save_keeps_the_previous_one(cartpole_agent_
     assert checkpoint is not None and checkpoint.timesteps == 2048
     assert PPO.load(checkpoint.model_path).num_timesteps == 2048
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
+
+
+@pytest.fixture(scope="module")
+def hopper_agents(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A barely trained Hopper agent (episodes of tens of steps: a checkpoint falls mid-episode)
+    and a second one as the oracle's expert."""
+    from ultrarl.pipeline import pretrain
+    from ultrarl.settings import PretrainSettings
+
+    root = tmp_path_factory.mktemp("hopper")
+    paths = root / "agent.zip", root / "expert.zip"
+    for seed, path in enumerate(paths):
+        pretrain(PretrainSettings(env_id="Hopper-v5", timesteps=2048, seed=seed, out=str(path)), progress_bar=False)
+    return paths
+
+
+def _hopper_cmd(agent: Path, expert: Path, method: str, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ultrarl", "refine", "Hopper-v5", "--agent", str(agent), "--method", method,
+            "--expert", str(expert), "--timesteps", str(3 * 2048), "--checkpoint-every", "2048", "--episodes", "2",
+            "--eval-episodes", "3", "--mask-timesteps", "2048", "--seed", "3", "--run-dir", str(run_dir), *extra]
+
+
+@pytest.mark.parametrize("method", ["rice", "oracle"])  # resets + RND; live advisor, guided segments, supervised term
+def test_sigkill_and_resume_ends_with_the_uninterrupted_runs_weights(
+    hopper_agents: tuple[Path, Path], tmp_path: Path, method: str
+) -> None:
+    agent, expert = hopper_agents
+    env = {**os.environ, "ULTRARL_CACHE_DIR": str(tmp_path / "cache")}
+    straight = subprocess.run(_hopper_cmd(agent, expert, method, tmp_path / "straight"), env=env,
+                              capture_output=True, text=True, timeout=400)
+    assert straight.returncode == 0, straight.stderr
+
+    run_dir = tmp_path / "killed"
+    process = subprocess.Popen(_hopper_cmd(agent, expert, method, run_dir), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and process.poll() is None and latest_checkpoint(run_dir) is None:
+        time.sleep(0.02)
+    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoint = latest_checkpoint(run_dir)
+    assert checkpoint is not None and 2048 <= checkpoint.timesteps < 3 * 2048
+    resumed = subprocess.run(_hopper_cmd(agent, expert, method, run_dir, "--resume"), env=env,
+                             capture_output=True, text=True, timeout=400)
+    assert resumed.returncode == 0, resumed.stderr
+
+    summary = json.loads((run_dir / "refine_summary.json").read_text())
+    assert summary["resumed_from"] == checkpoint.timesteps and summary["exact_resume"] is True
+    expected = PPO.load(tmp_path / "straight" / "model.zip").policy.state_dict()
+    got = PPO.load(run_dir / "model.zip").policy.state_dict()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, got[name]), f"{method}: parameter {name} differs after the resume"
+    assert (run_dir / "eval.json").read_text() == (tmp_path / "straight" / "eval.json").read_text()
+    with open(run_dir / "episodes.csv") as f, open(tmp_path / "straight" / "episodes.csv") as g:
+        assert f.read() == g.read()  # the learning curve too: the episode in progress at the kill included

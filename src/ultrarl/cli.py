@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="parallel runs in the local process pool (default: 1)")
     p.add_argument("--backend", choices=["local", "ray"], default="local", help="where runs execute (default: local)")
     p.add_argument("--ray-address", default=None, help="a Ray cluster (default: a local Ray for this run)")
+    p.add_argument("--only", default=None, metavar="NAME[,NAME]",
+                   help="run only these methods of the config (by their names in it; default: all); "
+                        "the report covers every finished run in the bench directory")
 
     p = sub.add_parser("report", help="rebuild the report of a bench or run directory from disk")
     p.add_argument("path", type=Path, help="a bench directory or a run directory")
@@ -226,7 +229,7 @@ _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS}
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from ultrarl.bench.grid import GridRunner, JobResult, failed, load_bench_config, run_grid
+    from ultrarl.bench.grid import GridRunner, JobResult, failed, load_bench_config, run_grid, select_methods
     from ultrarl.report.bench_report import write_bench_report
     from ultrarl.report.console import console
 
@@ -234,6 +237,8 @@ def _bench(args: argparse.Namespace) -> int:
         raise UltraRLError(f"--workers must be positive, got {args.workers}")
     config = load_bench_config(args.config)
     out = args.out or Path("runs") / f"bench-{config.name}"
+    if args.only:
+        config = select_methods(config, [name.strip() for name in args.only.split(",") if name.strip()])
 
     def on_result(result: JobResult, done: int, total: int) -> None:
         after = f", after {result.after_mean:.1f}" if result.after_mean is not None else ""

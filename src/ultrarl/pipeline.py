@@ -206,7 +206,8 @@ def _write_refinement(
     files.write_json(run_dir / files.SUMMARY, {
         "method": method.name, "label": method.label, "timesteps": settings.timesteps,
         "final_num_timesteps": int(outcome.refiner.model.num_timesteps) if settings.rounds == 1 else settings.timesteps,
-        "resumed_from": outcome.refiner.resumed_from, "rounds": settings.rounds,
+        "resumed_from": outcome.refiner.resumed_from, "exact_resume": outcome.refiner.exact_resume,
+        "rounds": settings.rounds,
         "reset_prob": settings.effective_reset_prob, "rnd_weight": settings.effective_rnd_weight,
         "reset_pool": outcome.refiner.reset_pool_size,
         "wall_time_s": outcome.refine_wall_time_s, "steps_per_second": outcome.steps_per_second,

@@ -136,7 +136,8 @@ def manifest(seed: int, llm_spec: str | None, extra: dict[str, Any] | None = Non
     from importlib.metadata import PackageNotFoundError, version
 
     versions: dict[str, str] = {}
-    for package in ("ultrarl", "stable-baselines3", "gymnasium", "torch", "mujoco", "llama-cpp-python", "openai"):
+    for package in ("ultrarl", "stable-baselines3", "gymnasium", "torch", "numpy", "mujoco", "ale-py",
+                    "llama-cpp-python", "openai"):
         try:
             versions[package] = version(package)
         except PackageNotFoundError:
@@ -146,9 +147,18 @@ def manifest(seed: int, llm_spec: str | None, extra: dict[str, Any] | None = Non
         "python": platform.python_version(),
         "platform": platform.platform(),
         "seed": seed,
+        # torch's intra-op thread count can change float reductions, so a run on another
+        # machine is compared knowing it.
+        "torch_threads": _torch_threads(),
         "llm": llm_spec,
         **(extra or {}),
     }
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 # -- a bench directory -------------------------------------------------------------------------

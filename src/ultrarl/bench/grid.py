@@ -101,6 +101,17 @@ def load_bench_config(path: Path) -> BenchConfig:
     return config
 
 
+def select_methods(config: BenchConfig, names: list[str]) -> BenchConfig:
+    """The grid restricted to the named methods (``ultrarl bench --only``): re-run some methods
+    of a bench into the same directory, the others' finished runs stay as they are."""
+    known = [m.name for m in config.methods]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UltraRLError(f"--only names methods the bench config does not have: {', '.join(unknown)} "
+                           f"(it has: {', '.join(known)})")
+    return config.model_copy(update={"methods": [m for m in config.methods if m.name in names]})
+
+
 @dataclass(frozen=True)
 class Job:
     """One unit of work; ``kind`` is agent, expert or run. Picklable for processes and Ray."""

@@ -39,10 +39,10 @@ class Snapshot:
 
 
 def _time_limit(env: gym.Env) -> gym.wrappers.TimeLimit | None:
-    return next((w for w in _wrapper_chain(env) if isinstance(w, gym.wrappers.TimeLimit)), None)
+    return next((w for w in wrapper_chain(env) if isinstance(w, gym.wrappers.TimeLimit)), None)
 
 
-def _wrapper_chain(env: gym.Env) -> list[gym.Env]:
+def wrapper_chain(env: gym.Env) -> list[gym.Env]:
     chain = [env]
     while isinstance(chain[-1], gym.Wrapper):
         chain.append(chain[-1].env)
@@ -50,7 +50,7 @@ def _wrapper_chain(env: gym.Env) -> list[gym.Env]:
 
 
 def _ram_keepers(env: gym.Env) -> list[gym.Env]:
-    return [w for w in _wrapper_chain(env) if "_previous_ram" in vars(w)]
+    return [w for w in wrapper_chain(env) if "_previous_ram" in vars(w)]
 
 
 def snapshot_family(env: gym.Env) -> str:

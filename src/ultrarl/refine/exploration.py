@@ -48,6 +48,16 @@ class CriticalStateResets(gym.Wrapper):
             self.default_starts += 1
         return obs, info
 
+    def training_state(self) -> dict[str, Any]:
+        """Its random stream and counts, for an exact resume (``refine/training_state.py``)."""
+        return {"rng": self.rng.bit_generator.state, "critical_starts": self.critical_starts,
+                "default_starts": self.default_starts}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self.critical_starts = state["critical_starts"]
+        self.default_starts = state["default_starts"]
+
 
 def _mlp(inputs: int, outputs: int) -> th.nn.Module:
     return th.nn.Sequential(th.nn.Linear(inputs, 64), th.nn.ReLU(), th.nn.Linear(64, 64), th.nn.ReLU(),
@@ -122,6 +132,7 @@ class RNDBonus(VecEnvWrapper):
             "optimizer": self.optimizer.state_dict(),
             "obs_stats": (self.obs_stats.mean, self.obs_stats.var, self.obs_stats.count),
             "bonus_stats": (self.bonus_stats.mean, self.bonus_stats.var, self.bonus_stats.count),
+            "pending": self._pending,  # the predictor's next batch, part-filled
         }, buffer)
         return base64.b64encode(buffer.getvalue()).decode()
 
@@ -132,6 +143,7 @@ class RNDBonus(VecEnvWrapper):
         self.optimizer.load_state_dict(data["optimizer"])
         self.obs_stats.mean, self.obs_stats.var, self.obs_stats.count = data["obs_stats"]
         self.bonus_stats.mean, self.bonus_stats.var, self.bonus_stats.count = data["bonus_stats"]
+        self._pending = list(data.get("pending", []))
 
     def pop_mean_bonus(self) -> float:
         mean = self.bonus_sum / self.bonus_count if self.bonus_count else 0.0

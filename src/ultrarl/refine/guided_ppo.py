@@ -47,6 +47,16 @@ class AdviceMemory:
             self._next = (self._next + 1) % self.capacity
             self.size = min(self.size + 1, self.capacity)
 
+    def state(self) -> dict[str, Any]:
+        return {"observations": self.observations[:self.size].copy(), "actions": self.actions[:self.size].copy(),
+                "next": self._next}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.size = len(state["observations"])
+        self.observations[:self.size] = state["observations"]
+        self.actions[:self.size] = state["actions"]
+        self._next = int(state["next"])
+
     def sample_batches(self, batch_size: int, n_batches: int, rng: np.random.Generator):  # type: ignore[no-untyped-def]
         for _ in range(n_batches):
             index = rng.integers(self.size, size=min(batch_size, self.size))
@@ -92,6 +102,16 @@ class GuidedPPO(PPO):
         if self.modulation is not None and self.advice_memory.size == 0:
             self._remember_table()
         return result
+
+    def supervised_state(self) -> dict[str, Any]:
+        """The supervised term's memory, random state and optimiser, for an exact resume."""
+        return {"memory": self.advice_memory.state(), "rng": self._bc_rng.bit_generator.state,
+                "optimizer": self.bc_optimizer.state_dict()}
+
+    def load_supervised_state(self, state: dict[str, Any]) -> None:
+        self.advice_memory.load_state(state["memory"])
+        self._bc_rng.bit_generator.state = state["rng"]
+        self.bc_optimizer.load_state_dict(state["optimizer"])
 
     def _remember_table(self) -> None:
         """The table's own states and suggestions seed the supervised term's memory."""

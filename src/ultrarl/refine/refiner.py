@@ -19,7 +19,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger, configure
 
 from ultrarl.envs.factory import check_agent_spaces, make_vec_env
-from ultrarl.envs.snapshot import Snapshot
+from ultrarl.envs.snapshot import Snapshot, supports_snapshots
 from ultrarl.errors import UltraRLError
 from ultrarl.guidance.table import GuidanceTable
 from ultrarl.methods import get_method
@@ -28,6 +28,7 @@ from ultrarl.refine.checkpoint import Checkpoint, PeriodicCheckpoint
 from ultrarl.refine.exploration import CriticalStateResets, RNDBonus
 from ultrarl.refine.guided_ppo import GuidedPPO
 from ultrarl.refine.modulation import Advisor, Modulation, ModulationSettings
+from ultrarl.refine.training_state import RestoreTrainingState, capture_training_state
 from ultrarl.run_dir import write_model
 
 
@@ -108,6 +109,8 @@ class Refiner:
         self.model.set_random_seed(seed)
         self.true_returns = TrueReturnLogger()
         self.resumed_from = 0  # steps already done by the checkpoint this refiner continues
+        self.exact_resume: bool | None = None  # resumed with the checkpoint's training state (None: not resumed)
+        self._restore: RestoreTrainingState | None = None
         # Without a log directory, log nowhere (SB3's default would create a folder in /tmp).
         self.model.set_logger(configure(str(log_dir), ["csv", "tensorboard"]) if log_dir else Logger(None, []))
 
@@ -149,8 +152,12 @@ class Refiner:
         if remaining <= 0:
             return self
         callbacks: list[BaseCallback] = [self.true_returns, ExplorationLogger()] + ([callback] if callback else [])
+        if self._restore is not None:  # first: the others start from the restored state
+            callbacks.insert(0, self._restore)
+            self._restore = None
         if checkpoint_dir is not None and checkpoint_every > 0:
-            callbacks.append(PeriodicCheckpoint(Path(checkpoint_dir), checkpoint_every, self.checkpoint_state))
+            callbacks.append(PeriodicCheckpoint(Path(checkpoint_dir), checkpoint_every, self.checkpoint_state,
+                                                self.training_state))
         self.model.learn(
             total_timesteps=remaining,
             callback=CallbackList(callbacks),
@@ -170,9 +177,15 @@ class Refiner:
             state["rnd"] = self.env.state()
         return state
 
+    def training_state(self) -> dict[str, Any]:
+        """Random states, environments mid-episode and the supervised term (``training_state.py``);
+        the environments only where snapshots restore them exactly."""
+        return capture_training_state(self.model, with_envs=supports_snapshots(self.env_id))
+
     def resume_from(self, checkpoint: Checkpoint) -> "Refiner":
         """Continue from a checkpoint of the same run (``ultrarl refine --resume``): weights,
-        optimiser, step counter, learning curve and counters."""
+        optimiser, step counter, learning curve and counters, and (where the checkpoint holds
+        them) the random states and environments, so the run ends as the uninterrupted one."""
         if checkpoint.state.get("method", self.method.name) != self.method.name:
             raise UltraRLError(f"the checkpoint is of method {checkpoint.state['method']}, not {self.method.name}")
         logger = self.model.logger
@@ -186,6 +199,9 @@ class Refiner:
             self.modulation.load_state(checkpoint.state["modulation"])
         if isinstance(self.env, RNDBonus) and "rnd" in checkpoint.state:
             self.env.load_state(checkpoint.state["rnd"])
+        training_state = checkpoint.training_state()
+        self._restore = RestoreTrainingState(training_state) if training_state is not None else None
+        self.exact_resume = training_state is not None and training_state["envs"] is not None
         return self
 
     @property
