@@ -116,7 +116,7 @@ def refine_agent(
     wall = time.perf_counter() - start
     refiner.save(run_dir / files.MODEL)
     merge_progress_segments(run_dir)
-    after = evaluate(refiner.model, settings)
+    after = evaluate(refiner.agent, settings)
     outcome = RefineOutcome(refiner, before, after, states, found.usage, refiner.modulation_totals, wall,
                             (settings.timesteps - refiner.resumed_from) / wall if wall > 0 else 0.0)
     _write_refinement(settings, method, run_dir, outcome, episodes)
@@ -161,7 +161,8 @@ def _refiner(
         reset_prob = 0.0
     return Refiner(agent, settings.env_id, method.name, guidance=found.table, modulation=settings.effective_modulation,
                    advisor=found.advisor, seed=settings.seed, log_dir=log_dir, initial_states=pool,
-                   reset_prob=reset_prob, rnd_weight=settings.effective_rnd_weight)
+                   reset_prob=reset_prob, rnd_weight=settings.effective_rnd_weight,
+                   update_normalization=not settings.freeze_normalization)
 
 
 def _train_rounds(
@@ -176,9 +177,9 @@ def _train_rounds(
             round_dir = run_dir / files.ROUNDS / str(index)
             round_dir.mkdir(parents=True, exist_ok=True)
             round_settings = settings.model_copy(update={"seed": settings.seed + 1000 * index})
-            found = identify(round_settings, method, round_dir, refiner.model)
+            found = identify(round_settings, method, round_dir, refiner.agent)
             states += found.states
-            refiner = _refiner(settings, method, refiner.model, found, round_dir)
+            refiner = _refiner(settings, method, refiner.agent, found, round_dir)
         console.print(f"refining with {method.label} for {budget - refiner.resumed_from} steps"
                       + (f" (round {index + 1} of {len(budgets)})" if len(budgets) > 1 else "") + " ...")
         refiner.refine(budget, progress_bar=progress_bar, checkpoint_dir=run_dir if len(budgets) == 1 else None,

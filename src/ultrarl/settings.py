@@ -48,7 +48,8 @@ class EnvSettings(BaseModel):
 
 
 class AgentSettings(EnvSettings):
-    agent: str = Field(description="the agent: an SB3 PPO model zip", json_schema_extra={"required_flag": True})
+    agent: str = Field(description="the agent: an SB3 PPO model zip, or an RL Zoo run folder (its vecnormalize.pkl "
+                                   "is applied; so is one beside a zip)", json_schema_extra={"required_flag": True})
     eval_episodes: int = Field(10, gt=0, description="evaluation episodes, deterministic, no guidance")
 
 
@@ -100,6 +101,9 @@ class RefineSettings(IdentifySettings):
                                                              "(unset: the method's default)")
     rounds: int = Field(1, gt=0, description="identify-then-refine rounds of a guided method "
                                               "(ours; the budget is split evenly)")
+    freeze_normalization: bool = Field(
+        False, description="a normalised agent's observation statistics (RL Zoo's vecnormalize.pkl) stay as "
+                           "loaded during refinement (default: they go on updating, as RL Zoo's continued training)")
     modulation: ModulationSettings = Field(default_factory=ModulationSettings)
 
     @field_validator("method")

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,19 +18,27 @@ import gymnasium as gym
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger, configure
+from stable_baselines3.common.vec_env import VecNormalize
 
 from ultrarl.envs.factory import check_agent_spaces, make_vec_env
 from ultrarl.envs.snapshot import Snapshot, supports_snapshots
 from ultrarl.errors import UltraRLError
 from ultrarl.guidance.table import GuidanceTable
 from ultrarl.methods import get_method
+from ultrarl.refine.agent_files import (
+    VECNORMALIZE,
+    NormalizedAgent,
+    attach_normalization,
+    load_normalization,
+    locate_agent,
+)
 from ultrarl.refine.callbacks import ExplorationLogger, TrueReturnLogger
 from ultrarl.refine.checkpoint import Checkpoint, PeriodicCheckpoint
 from ultrarl.refine.exploration import CriticalStateResets, RNDBonus
 from ultrarl.refine.guided_ppo import GuidedPPO
 from ultrarl.refine.modulation import Advisor, Modulation, ModulationSettings
 from ultrarl.refine.training_state import RestoreTrainingState, capture_training_state
-from ultrarl.run_dir import write_model
+from ultrarl.run_dir import write_bytes_atomic, write_model
 
 
 def load_agent(path: str | Path, cls: type[PPO] = PPO, **kwargs: object) -> PPO:
@@ -49,11 +58,15 @@ def load_agent(path: str | Path, cls: type[PPO] = PPO, **kwargs: object) -> PPO:
         raise UltraRLError(f"cannot load agent {path} as an SB3 PPO model: {type(exc).__name__}: {exc}") from exc
 
 
-def load_checked_agent(path: str | Path, env_id: str) -> PPO:
-    """An agent zip, loaded once, whose spaces match the environment's."""
-    agent = load_agent(path)
+def load_checked_agent(path: str | Path, env_id: str) -> PPO | NormalizedAgent:
+    """An agent (a zip, or an RL Zoo run folder), loaded once, whose spaces match the
+    environment's; with normalisation statistics, it acts on raw observations through them."""
+    found = locate_agent(path, env_id)
+    agent = load_agent(found.model)
     check_agent_spaces(agent.observation_space, agent.action_space, env_id)
-    return agent
+    if found.vecnormalize is None:
+        return agent
+    return NormalizedAgent(agent, load_normalization(found.vecnormalize))
 
 
 class Refiner:
@@ -72,11 +85,13 @@ class Refiner:
     :param initial_states: the critical states episodes may start from
     :param reset_prob: probability that an episode starts at one of them
     :param rnd_weight: λ of the RND bonus on the training reward (0: none)
+    :param update_normalization: a normalised agent's statistics go on updating during refinement
+        (False: frozen as loaded)
     """
 
     def __init__(
         self,
-        agent: PPO | str | Path,
+        agent: PPO | NormalizedAgent | str | Path,
         env_id: str,
         method: str = "ultra-ra",
         guidance: GuidanceTable | None = None,
@@ -88,6 +103,7 @@ class Refiner:
         initial_states: list[Snapshot] | None = None,
         reset_prob: float = 0.0,
         rnd_weight: float = 0.0,
+        update_normalization: bool = True,
     ) -> None:
         self.method = get_method(method)
         self.env_id = env_id
@@ -98,13 +114,16 @@ class Refiner:
             raise UltraRLError(f"method {self.method.name} resets to critical states but none were given")
         self.guidance = guidance
         self.reset_pool_size = len(initial_states or []) if reset_prob > 0 else 0
+        if isinstance(agent, (str, Path)):
+            agent = load_checked_agent(agent, env_id)
         self.env = self._make_env(n_envs, initial_states or [], reset_prob, rnd_weight)
+        self.rnd = self.env if isinstance(self.env, RNDBonus) else None
+        if isinstance(agent, NormalizedAgent):  # the policy trains on what it was trained on
+            self.env = attach_normalization(agent.normalization, self.env, training=update_normalization)
         self.modulation = (
             Modulation(guidance, self.method.override_actions, self.method.shape_rewards, modulation, advisor, seed)
             if self.method.guided and guidance is not None else None
         )
-        if isinstance(agent, (str, Path)):
-            agent = load_checked_agent(agent, env_id)
         self.model = self._continue(agent)
         self.model.set_random_seed(seed)
         self.true_returns = TrueReturnLogger()
@@ -126,7 +145,7 @@ class Refiner:
         env = make_vec_env(self.env_id, n_envs=n_envs, seed=seed, wrapper=resets if reset_prob > 0 else None)
         return RNDBonus(env, rnd_weight, seed=seed) if rnd_weight > 0 else env
 
-    def _continue(self, agent: PPO) -> PPO:
+    def _continue(self, agent: PPO | NormalizedAgent) -> PPO:
         """The agent as the refinement class, with its weights, hyperparameters and optimiser
         state (saving and loading keeps all three)."""
         buffer = io.BytesIO()
@@ -173,8 +192,8 @@ class Refiner:
         state: dict[str, Any] = {"episodes": self.true_returns.episodes, "method": self.method.name}
         if self.modulation is not None:
             state["modulation"] = self.modulation.state()
-        if isinstance(self.env, RNDBonus):
-            state["rnd"] = self.env.state()
+        if self.rnd is not None:
+            state["rnd"] = self.rnd.state()
         return state
 
     def training_state(self) -> dict[str, Any]:
@@ -197,12 +216,17 @@ class Refiner:
         self.true_returns.episodes = [tuple(e) for e in checkpoint.state.get("episodes", [])]  # type: ignore[misc]
         if self.modulation is not None and "modulation" in checkpoint.state:
             self.modulation.load_state(checkpoint.state["modulation"])
-        if isinstance(self.env, RNDBonus) and "rnd" in checkpoint.state:
-            self.env.load_state(checkpoint.state["rnd"])
+        if self.rnd is not None and "rnd" in checkpoint.state:
+            self.rnd.load_state(checkpoint.state["rnd"])
         training_state = checkpoint.training_state()
         self._restore = RestoreTrainingState(training_state) if training_state is not None else None
         self.exact_resume = training_state is not None and training_state["envs"] is not None
         return self
+
+    @property
+    def agent(self) -> PPO | NormalizedAgent:
+        """The policy being refined, acting on raw observations (evaluation, rollouts)."""
+        return NormalizedAgent(self.model, self.env) if isinstance(self.env, VecNormalize) else self.model
 
     @property
     def modulation_totals(self) -> dict[str, float]:
@@ -212,9 +236,12 @@ class Refiner:
         return self.modulation.stats.totals()
 
     def save(self, path: str | Path) -> None:
-        """The refined policy as a plain SB3 PPO zip: loadable with ``PPO.load`` anywhere.
-        Written atomically: a crash never leaves a half-written zip under ``path``."""
+        """The refined policy as a plain SB3 PPO zip: loadable with ``PPO.load`` anywhere, with
+        its normalisation statistics beside it (``vecnormalize.pkl``, RL Zoo's file) where it has
+        them. Written atomically: a crash never leaves a half-written file under ``path``."""
         write_model(Path(path), self.model)
+        if isinstance(self.env, VecNormalize):
+            write_bytes_atomic(Path(path).parent / VECNORMALIZE, pickle.dumps(self.env))  # without its venv
 
     @classmethod
     def load(cls, path: str | Path, env_id: str, seed: int = 0) -> "Refiner":

@@ -8,7 +8,7 @@ rollout buffer is empty and needs no saving. What does need saving:
 - every environment as it stands mid-episode: its simulator (a snapshot, with the ``TimeLimit``
   counter), its reset RNG, its action space's RNG, Monitor's running episode, and the state of
   ultrarl's own wrappers (the critical-state resets' RNG) and vector wrappers (RND's pending
-  batch, through ``RNDBonus.state``, saved beside this);
+  batch, through ``RNDBonus.state``, saved beside this; VecNormalize's running statistics);
 - the observation the next step acts on and the episode-start flags;
 - the supervised term's memory, random state and optimiser (``GuidedPPO.supervised_state``).
 Environments that cannot be snapshotted resume at fresh episodes, as before; the refine summary
@@ -27,7 +27,7 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper, VecNormalize
 
 from ultrarl.envs.snapshot import restore_snapshot, take_snapshot, wrapper_chain
 
@@ -84,9 +84,16 @@ def capture_training_state(model: BaseAlgorithm, with_envs: bool) -> dict[str, A
         "rng": {"torch": th.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
         "envs": None,
     }
+    top = model.get_env()
+    normalization = top if isinstance(top, VecNormalize) else None
+    if normalization is not None:
+        state["normalization"] = copy.deepcopy(
+            {"obs_rms": normalization.obs_rms, "ret_rms": normalization.ret_rms, "returns": normalization.returns})
     if with_envs:
-        venv = _dummy_vec_env(model.get_env())  # type: ignore[arg-type]
-        state["envs"] = [_env_state(env, obs) for env, obs in zip(venv.envs, model._last_obs)]  # type: ignore[arg-type]
+        venv = _dummy_vec_env(top)  # type: ignore[arg-type]
+        raw = normalization.get_original_obs() if normalization is not None else model._last_obs
+        state["envs"] = [_env_state(env, obs) for env, obs in zip(venv.envs, raw)]  # type: ignore[arg-type]
+        state["raw_obs"] = np.array(raw, copy=True)
         state["last_obs"] = np.array(model._last_obs, copy=True)
         state["last_episode_starts"] = np.array(model._last_episode_starts, copy=True)
     if callable(getattr(model, "supervised_state", None)):
@@ -96,10 +103,16 @@ def capture_training_state(model: BaseAlgorithm, with_envs: bool) -> dict[str, A
 
 def restore_training_state(model: BaseAlgorithm, state: dict[str, Any]) -> None:
     """Put a freshly loaded model and its (reset) environments back where the checkpoint was."""
+    top = model.get_env()
+    if isinstance(top, VecNormalize) and "normalization" in state:
+        for name, value in copy.deepcopy(state["normalization"]).items():
+            setattr(top, name, value)
     if state["envs"] is not None:
-        venv = _dummy_vec_env(model.get_env())  # type: ignore[arg-type]
+        venv = _dummy_vec_env(top)  # type: ignore[arg-type]
         for env, env_state in zip(venv.envs, state["envs"]):
             _load_env_state(env, env_state)
+        if isinstance(top, VecNormalize):
+            top.old_obs = np.array(state["raw_obs"], copy=True)
         model._last_obs = np.array(state["last_obs"], copy=True)  # type: ignore[assignment]
         model._last_episode_starts = np.array(state["last_episode_starts"], copy=True)
     if "supervised" in state:
