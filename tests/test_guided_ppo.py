@@ -325,7 +325,7 @@ def test_supervised_phase_without_gradient_moves_nothing() -> None:
     with th.no_grad():
         model.policy.action_net.weight.zero_()
         model.policy.action_net.bias.fill_(5.0)  # mean 5, beyond the bound 2 the suggestions name
-    model.advice_memory.add(np.zeros((8, 3), dtype=np.float32), np.full((8, 1), 2.0, dtype=np.float32))
+    model.supervised.memory.add(np.zeros((8, 3), dtype=np.float32), np.full((8, 1), 2.0, dtype=np.float32))
     params = {k: v.clone() for k, v in model.policy.state_dict().items()}
     ppo_optimizer = {k: v.clone() for k, v in model.policy.optimizer.state_dict()["state"][0].items()}
     loss = model._supervised_phase(1.0)

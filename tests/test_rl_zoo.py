@@ -16,15 +16,20 @@ import pytest
 ENV = "Pendulum-v1"
 
 
-@pytest.fixture(scope="module")
-def zoo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+# A tiny budget for each algorithm, with normalize: true (RL Zoo's own Pendulum settings otherwise).
+ZOO_TRAIN = {"ppo": ["-n", "2048", "--hyperparams", "normalize:True", "n_steps:512"],
+             "sac": ["-n", "600", "--hyperparams", "normalize:True", "learning_starts:200"]}
+
+
+@pytest.fixture(scope="module", params=sorted(ZOO_TRAIN))
+def zoo_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``rl_zoo3 train`` with ``normalize: true`` on a tiny budget: the folder RL Zoo writes."""
     pytest.importorskip("rl_zoo3")
-    root = tmp_path_factory.mktemp("zoo")
-    subprocess.run([sys.executable, "-m", "rl_zoo3.train", "--algo", "ppo", "--env", ENV, "-n", "2048", "-f",
-                    str(root / "logs"), "--seed", "0", "--eval-freq", "-1", "--hyperparams", "normalize:True",
-                    "n_steps:512"], check=True, capture_output=True, timeout=600)
-    run = root / "logs" / "ppo" / f"{ENV}_1"
+    algo = request.param
+    root = tmp_path_factory.mktemp(f"zoo-{algo}")
+    subprocess.run([sys.executable, "-m", "rl_zoo3.train", "--algo", algo, "--env", ENV, "-f", str(root / "logs"),
+                    "--seed", "0", "--eval-freq", "-1", *ZOO_TRAIN[algo]], check=True, capture_output=True, timeout=600)
+    run = root / "logs" / algo / f"{ENV}_1"
     assert (run / f"{ENV}.zip").is_file() and (run / ENV / "vecnormalize.pkl").is_file()
     return run
 
@@ -41,14 +46,15 @@ def _evaluate(agent: Path, seed: int = 7) -> list[float]:
 
 def test_evaluation_applies_the_folders_normalisation_as_rl_zoo_does(zoo_run: Path, tmp_path: Path) -> None:
     from rl_zoo3.utils import create_test_env, get_saved_hyperparams
-    from stable_baselines3 import PPO
     from stable_baselines3.common.evaluation import evaluate_policy
+
+    from ultrarl.refine.refiner import load_agent
 
     ours = _evaluate(zoo_run)
     # RL Zoo's own evaluation of the same agent (its enjoy script's environment), same seed.
     hyperparams, stats_path = get_saved_hyperparams(str(zoo_run / ENV))
     env = create_test_env(ENV, n_envs=1, stats_path=stats_path, seed=7, should_render=False, hyperparams=hyperparams)
-    zoo, _ = evaluate_policy(PPO.load(zoo_run / f"{ENV}.zip", device="cpu"), env, n_eval_episodes=4,
+    zoo, _ = evaluate_policy(load_agent(zoo_run / f"{ENV}.zip"), env, n_eval_episodes=4,
                              deterministic=True, return_episode_rewards=True)
     np.testing.assert_allclose(ours, zoo, rtol=1e-5)
     # The same zip without its statistics acts on raw observations: other actions, other returns.

@@ -24,43 +24,11 @@ from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback
-from stable_baselines3.common.utils import obs_as_tensor, update_learning_rate
+from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from ultrarl.refine.modulation import Modulation, StepAdvice
-
-
-class AdviceMemory:
-    """A ring buffer of (policy observation, suggested action) pairs for the supervised term."""
-
-    def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...]) -> None:
-        self.observations = np.zeros((capacity, *obs_shape), dtype=np.float32)
-        self.actions = np.zeros((capacity, *action_shape), dtype=np.float32)
-        self.capacity = capacity
-        self.size = 0
-        self._next = 0
-
-    def add(self, observations: np.ndarray, actions: np.ndarray) -> None:
-        for obs, action in zip(observations, actions):
-            self.observations[self._next] = obs
-            self.actions[self._next] = action
-            self._next = (self._next + 1) % self.capacity
-            self.size = min(self.size + 1, self.capacity)
-
-    def state(self) -> dict[str, Any]:
-        return {"observations": self.observations[:self.size].copy(), "actions": self.actions[:self.size].copy(),
-                "next": self._next}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.size = len(state["observations"])
-        self.observations[:self.size] = state["observations"]
-        self.actions[:self.size] = state["actions"]
-        self._next = int(state["next"])
-
-    def sample_batches(self, batch_size: int, n_batches: int, rng: np.random.Generator):  # type: ignore[no-untyped-def]
-        for _ in range(n_batches):
-            index = rng.integers(self.size, size=min(batch_size, self.size))
-            yield self.observations[index], self.actions[index]
+from ultrarl.refine.supervised import SupervisedTerm, box_imitation_loss
 
 
 class GuidedPPO(PPO):
@@ -79,19 +47,13 @@ class GuidedPPO(PPO):
         # ``modulation`` is set by the constructor, or by ``load`` from its keyword arguments, before this.
         action_shape = () if isinstance(self.action_space, spaces.Discrete) else self.action_space.shape
         capacity = self.modulation.settings.bc_memory if self.modulation is not None else 1
-        self.advice_memory = AdviceMemory(capacity, self.observation_space.shape, action_shape)  # type: ignore[arg-type]
-        self._bc_rng = np.random.default_rng(self.seed or 0)
-        # The supervised term has an optimiser of its own. Sharing PPO's let Adam's momentum from
-        # the PPO update move the policy on every supervised step, also where the imitation loss
-        # had no gradient at all (suggestions the policy already met), and mixed the two losses'
-        # moment estimates.
-        self.bc_optimizer = self.policy.optimizer_class(
-            self.policy.parameters(), lr=self.lr_schedule(1.0), **self.policy.optimizer_kwargs
-        )
+        self.supervised = SupervisedTerm(self.policy.parameters(), self.policy.optimizer_class,
+                                         {"lr": self.lr_schedule(1.0), **self.policy.optimizer_kwargs}, capacity,
+                                         self.observation_space.shape, action_shape, self.seed or 0)  # type: ignore[arg-type]
 
     def _excluded_save_params(self) -> list[str]:
         # The saved zip is a plain policy: guidance lives in the run directory, not in the model.
-        return [*super()._excluded_save_params(), "modulation", "advice_memory", "_bc_rng", "bc_optimizer"]
+        return [*super()._excluded_save_params(), "modulation", "supervised"]
 
     def _setup_learn(self, total_timesteps, callback=None, reset_num_timesteps=True, tb_log_name="run", progress_bar=False):  # type: ignore[no-untyped-def]
         # A loaded agent carries the progress of its own training (often slightly below 0):
@@ -99,19 +61,16 @@ class GuidedPPO(PPO):
         if reset_num_timesteps:
             self._current_progress_remaining = 1.0
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        if self.modulation is not None and self.advice_memory.size == 0:
+        if self.modulation is not None and self.supervised.memory.size == 0:
             self._remember_table()
         return result
 
     def supervised_state(self) -> dict[str, Any]:
         """The supervised term's memory, random state and optimiser, for an exact resume."""
-        return {"memory": self.advice_memory.state(), "rng": self._bc_rng.bit_generator.state,
-                "optimizer": self.bc_optimizer.state_dict()}
+        return self.supervised.state()
 
     def load_supervised_state(self, state: dict[str, Any]) -> None:
-        self.advice_memory.load_state(state["memory"])
-        self._bc_rng.bit_generator.state = state["rng"]
-        self.bc_optimizer.load_state_dict(state["optimizer"])
+        self.supervised.load_state(state)
 
     def _remember_table(self) -> None:
         """The table's own states and suggestions seed the supervised term's memory."""
@@ -122,7 +81,7 @@ class GuidedPPO(PPO):
         suggested = table.suggested_actions
         if self.modulation.advisor is not None:
             suggested = np.asarray(self.modulation.advisor(table.observations))
-        self.advice_memory.add(self._policy_obs(table.observations.astype(np.float32)), suggested)
+        self.supervised.memory.add(self._policy_obs(table.observations.astype(np.float32)), suggested)
 
     def _policy_obs(self, raw: np.ndarray) -> np.ndarray:
         env = self.get_env()
@@ -143,7 +102,7 @@ class GuidedPPO(PPO):
         own = self._env_actions(actions)
         advice = self.modulation.advise(self._raw_obs(env), own, self.action_space, self._current_progress_remaining)
         if advice.matched.any() and self.modulation.settings.bc_weight > 0:
-            self.advice_memory.add(np.asarray(self._last_obs)[advice.matched], advice.suggested)
+            self.supervised.memory.add(np.asarray(self._last_obs)[advice.matched], advice.suggested)
         if advice.override.any():
             actions = self._with_overrides(actions, advice)
             # Value does not depend on the action, the log-probability does: evaluate the
@@ -249,7 +208,7 @@ class GuidedPPO(PPO):
 
     def train(self) -> None:
         super().train()
-        if self.modulation is None or self.advice_memory.size == 0:
+        if self.modulation is None or self.supervised.memory.size == 0:
             return
         weight = self.modulation.bc_weight(self._current_progress_remaining)
         if weight > 0:
@@ -258,18 +217,9 @@ class GuidedPPO(PPO):
     def _supervised_phase(self, weight: float) -> float:
         """As many minibatch steps as PPO's update took, on the advised states."""
         self.policy.set_training_mode(True)
-        update_learning_rate(self.bc_optimizer, self.lr_schedule(self._current_progress_remaining))
         n_batches = self.n_epochs * max(1, self.n_steps * self.n_envs // self.batch_size)
-        losses = []
-        for obs, suggested in self.advice_memory.sample_batches(self.batch_size, n_batches, self._bc_rng):
-            loss = weight * self._imitation_loss(th.as_tensor(obs, device=self.device),
-                                                 th.as_tensor(suggested, device=self.device))
-            self.bc_optimizer.zero_grad()
-            loss.backward()
-            th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
-            self.bc_optimizer.step()
-            losses.append(float(loss.item()))
-        return float(np.mean(losses))
+        return self.supervised.train(self._imitation_loss, weight, self.lr_schedule(self._current_progress_remaining),
+                                     n_batches, self.batch_size, self.max_grad_norm, self.device)
 
     def _imitation_loss(self, obs: th.Tensor, suggested: th.Tensor) -> th.Tensor:
         distribution = self.policy.get_distribution(obs).distribution
@@ -282,4 +232,4 @@ class GuidedPPO(PPO):
             mean, suggested = th.tanh(mean), 2 * (suggested - low) / (high - low) - 1
             low, high = -th.ones_like(low), th.ones_like(high)
         executed_mean = th.maximum(th.minimum(mean, high), low)  # the action the environment would get
-        return (((executed_mean - suggested) / (high - low)) ** 2).sum(dim=-1).mean()
+        return box_imitation_loss(executed_mean, suggested, low, high)

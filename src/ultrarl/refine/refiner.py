@@ -9,13 +9,15 @@
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from stable_baselines3 import PPO
+from stable_baselines3 import PPO, SAC, TD3
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.vec_env import VecNormalize
@@ -35,14 +37,44 @@ from ultrarl.refine.agent_files import (
 from ultrarl.refine.callbacks import ExplorationLogger, TrueReturnLogger
 from ultrarl.refine.checkpoint import Checkpoint, PeriodicCheckpoint
 from ultrarl.refine.exploration import CriticalStateResets, RNDBonus
+from ultrarl.refine.guided_off_policy import GuidedSAC, GuidedTD3
 from ultrarl.refine.guided_ppo import GuidedPPO
 from ultrarl.refine.modulation import Advisor, Modulation, ModulationSettings
 from ultrarl.refine.training_state import RestoreTrainingState, capture_training_state
 from ultrarl.run_dir import write_bytes_atomic, write_model
 
 
-def load_agent(path: str | Path, cls: type[PPO] = PPO, **kwargs: object) -> PPO:
-    """Load an SB3 PPO zip, turning every way it can be broken into one clear error."""
+# The algorithms ultrarl refines, and the class that refines each. Off-policy agents always
+# refine through their guided class, continued training included: it changes how the algorithm
+# starts (no uniform warm-up), the same for every method. PPO refines plainly without guidance.
+ALGORITHMS: dict[str, tuple[type[BaseAlgorithm], type[BaseAlgorithm]]] = {
+    "PPO": (PPO, GuidedPPO), "SAC": (SAC, GuidedSAC), "TD3": (TD3, GuidedTD3),
+}
+
+
+def _algorithm(path: Path) -> str:
+    """Which algorithm saved ``path``, from the policy class SB3 records in the zip's data."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = json.loads(archive.read("data"))
+    except (KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise UltraRLError(f"agent file {path} is not an SB3 model zip ({type(exc).__name__}: {exc})") from exc
+    module = str(data.get("policy_class", {}).get("__module__", ""))
+    family = module.split(".")[1] if module.startswith("stable_baselines3.") else module or "unknown"
+    if family == "common":  # ActorCriticPolicy: PPO (or A2C, which has no clip range)
+        family = "ppo" if "clip_range" in data else "a2c"
+    if family.upper() not in ALGORITHMS:
+        raise UltraRLError(f"agent {path} was trained with {family.upper()}; ultrarl refines PPO, SAC and TD3 agents")
+    return family.upper()
+
+
+def refinement_class(model: BaseAlgorithm, guided: bool) -> type[BaseAlgorithm]:
+    plain, guided_class = next(classes for classes in ALGORITHMS.values() if isinstance(model, classes[0]))
+    return guided_class if guided or plain is not PPO else plain
+
+
+def load_agent(path: str | Path, **kwargs: object) -> BaseAlgorithm:
+    """Load an SB3 PPO, SAC or TD3 zip, turning every way it can be broken into one clear error."""
     path = Path(path)
     if not path.is_file():
         raise UltraRLError(f"agent file {path} does not exist")
@@ -50,15 +82,16 @@ def load_agent(path: str | Path, cls: type[PPO] = PPO, **kwargs: object) -> PPO:
         raise UltraRLError(f"agent file {path} is empty")
     if not zipfile.is_zipfile(path):
         raise UltraRLError(f"agent file {path} is not an SB3 model zip")
+    cls = ALGORITHMS[_algorithm(path)][0]
     try:
         return cls.load(path, device="cpu", **kwargs)  # type: ignore[arg-type]
     except UltraRLError:
         raise
     except Exception as exc:  # SB3 raises many kinds for a wrong or damaged zip
-        raise UltraRLError(f"cannot load agent {path} as an SB3 PPO model: {type(exc).__name__}: {exc}") from exc
+        raise UltraRLError(f"cannot load agent {path} as an SB3 {cls.__name__} model: {type(exc).__name__}: {exc}") from exc
 
 
-def load_checked_agent(path: str | Path, env_id: str) -> PPO | NormalizedAgent:
+def load_checked_agent(path: str | Path, env_id: str) -> BaseAlgorithm | NormalizedAgent:
     """An agent (a zip, or an RL Zoo run folder), loaded once, whose spaces match the
     environment's; with normalisation statistics, it acts on raw observations through them."""
     found = locate_agent(path, env_id)
@@ -70,10 +103,11 @@ def load_checked_agent(path: str | Path, env_id: str) -> PPO | NormalizedAgent:
 
 
 class Refiner:
-    """Refines a sub-optimal PPO agent with one of ULTRA's variants or a baseline: continued PPO,
+    """Refines a sub-optimal PPO, SAC or TD3 agent with one of ULTRA's variants or a baseline:
+    continued training of its own algorithm (``ppo``),
     StateMask-R, RICE, random (resets to critical states, RND) or the oracle (an expert advisor).
 
-    :param agent: the agent (an SB3 PPO, whose spaces were checked) or the path of its zip
+    :param agent: the agent (an SB3 PPO, SAC or TD3 model, whose spaces were checked) or its path
     :param env_id: the environment
     :param method: a name in ``ultrarl.methods.METHODS``: it decides override and shaping
     :param guidance: the guidance table (guided methods)
@@ -91,7 +125,7 @@ class Refiner:
 
     def __init__(
         self,
-        agent: PPO | NormalizedAgent | str | Path,
+        agent: BaseAlgorithm | NormalizedAgent | str | Path,
         env_id: str,
         method: str = "ultra-ra",
         guidance: GuidanceTable | None = None,
@@ -145,15 +179,16 @@ class Refiner:
         env = make_vec_env(self.env_id, n_envs=n_envs, seed=seed, wrapper=resets if reset_prob > 0 else None)
         return RNDBonus(env, rnd_weight, seed=seed) if rnd_weight > 0 else env
 
-    def _continue(self, agent: PPO | NormalizedAgent) -> PPO:
+    def _continue(self, agent: BaseAlgorithm | NormalizedAgent) -> BaseAlgorithm:
         """The agent as the refinement class, with its weights, hyperparameters and optimiser
         state (saving and loading keeps all three)."""
         buffer = io.BytesIO()
         agent.save(buffer)
         buffer.seek(0)
-        if self.modulation is not None:
-            return GuidedPPO.load(buffer, env=self.env, device="cpu", modulation=self.modulation)
-        return PPO.load(buffer, env=self.env, device="cpu")
+        cls = refinement_class(agent.model if isinstance(agent, NormalizedAgent) else agent, self.modulation is not None)
+        if cls is PPO:
+            return cls.load(buffer, env=self.env, device="cpu")
+        return cls.load(buffer, env=self.env, device="cpu", modulation=self.modulation)
 
     def refine(
         self,
@@ -224,7 +259,7 @@ class Refiner:
         return self
 
     @property
-    def agent(self) -> PPO | NormalizedAgent:
+    def agent(self) -> BaseAlgorithm | NormalizedAgent:
         """The policy being refined, acting on raw observations (evaluation, rollouts)."""
         return NormalizedAgent(self.model, self.env) if isinstance(self.env, VecNormalize) else self.model
 
@@ -236,7 +271,7 @@ class Refiner:
         return self.modulation.stats.totals()
 
     def save(self, path: str | Path) -> None:
-        """The refined policy as a plain SB3 PPO zip: loadable with ``PPO.load`` anywhere, with
+        """The refined policy as a plain SB3 zip (``PPO.load``, ``SAC.load``, ... anywhere), with
         its normalisation statistics beside it (``vecnormalize.pkl``, RL Zoo's file) where it has
         them. Written atomically: a crash never leaves a half-written file under ``path``."""
         write_model(Path(path), self.model)
