@@ -23,7 +23,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/ultrarl demo
 
-test: $(STAMP)
+# Debian's Chromium, for the test that opens report.html as a person would (installing it needs
+# root, as on CI; without it that one test is skipped and says so).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	-(apt-get update -qq && apt-get install -y -qq chromium) || echo "chromium not installed: the browser test will be skipped"
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

@@ -13,9 +13,7 @@
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,8 @@ import yaml
 from ultrarl import run_dir as files
 from ultrarl.errors import UltraRLError
 from ultrarl.methods import METHODS
+from ultrarl.report.page import render_page
+from ultrarl.report.run_report import read_curve, write_run_report
 
 BOOTSTRAP_REPS = 2000
 CURVE_BINS = 20
@@ -172,14 +172,6 @@ def learning_curves(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -
     return paths
 
 
-def read_curve(path: Path) -> list[tuple[float, float]]:
-    """(timestep, true episodic return) pairs of a run's episodes.csv ([] when absent)."""
-    if not path.exists():
-        return []
-    with open(path) as f:
-        return [(float(r["timestep"]), float(r["episodic_return"])) for r in csv.DictReader(f)]
-
-
 def _binned_curve(path: Path, edges: np.ndarray) -> np.ndarray | None:
     data = read_curve(path)
     if not data:
@@ -223,10 +215,23 @@ def write_bench_report(bench_dir: Path) -> Path:
                     ["env", "method", "kind", "seed", "status", "before", "after", "after_std"])
     estimates["paired_difference_to_ppo"] = paired_differences(config, rows)
     files.write_json(bench_dir / files.ESTIMATES, estimates)
+    _rewrite_run_reports(bench_dir, rows)
     markdown = render_markdown(config, rows, table, estimates, curves, sample)
     files.write_text_atomic(bench_dir / files.REPORT_MD, markdown)
-    files.write_text_atomic(bench_dir / files.REPORT_HTML, render_html(markdown, curves))
+    files.write_text_atomic(bench_dir / files.REPORT_HTML, render_page(markdown, f"ultrarl bench: {config['name']}",
+                                                                       bench_dir))
     return bench_dir / files.REPORT_MD
+
+
+def _rewrite_run_reports(bench_dir: Path, rows: list[RunRow]) -> None:
+    """Every finished run's own report again, its learning curve beside its baseline's
+    (continued training on the same agent and seed), now that both exist."""
+    for row in rows:
+        if row.status != "done" or row.kind in ("none", "ppo"):
+            continue
+        baseline = files.bench_run_dir(bench_dir, row.env_id, "ppo", row.seed)
+        if (baseline / files.CONFIG).exists():
+            write_run_report(row.run_dir, baseline=baseline)
 
 
 def paired_differences(config: dict[str, Any], rows: list[RunRow], seed: int = 0) -> dict[str, dict[str, Any]]:
@@ -317,38 +322,3 @@ def render_markdown(
                          f"{s['agent_action_text']} | {s['suggested_action_text']} | {s['implicit_reward']:+.2f} | "
                          f"{reason} |")
     return "\n".join(lines) + "\n"
-
-
-def render_html(markdown: str, curves: list[Path]) -> str:
-    """A self-contained page: the Markdown's tables as HTML tables, plots embedded as data URIs."""
-    images = {p.name: base64.b64encode(p.read_bytes()).decode() for p in curves}
-    body: list[str] = []
-    table: list[list[str]] = []
-
-    def flush() -> None:
-        if table:
-            head, *rest = table
-            body.append("<table><tr>" + "".join(f"<th>{c}</th>" for c in head) + "</tr>"
-                        + "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rest)
-                        + "</table>")
-            table.clear()
-
-    for line in markdown.splitlines():
-        if line.startswith("|"):
-            cells = [html.escape(c.strip().replace("\\|", "|")) for c in line.strip("|").split(" | ")]
-            if not all(set(c) <= set("-:") for c in cells):
-                table.append(cells)
-            continue
-        flush()
-        if line.startswith("!["):
-            name = line[line.index("(") + 1 : -1]
-            body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{images.get(name, "")}">')
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line).replace('**', '')}</p>")
-    flush()
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;"
-             "margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}img{max-width:100%}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>ultrarl bench</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"

@@ -22,7 +22,9 @@ def write_report(
     usage: dict[str, Any] | None,
     modulation: dict[str, float] | None,
     notes: list[str] | None = None,
+    curve: str | None = None,
 ) -> None:
+    """The run's Markdown report; ``curve``: the learning curve's picture, relative to ``path``."""
     lines = [f"# {title}", ""]
     if evaluations:
         lines += ["## True return (no guidance)", "", "| agent | mean | std | episodes |", "|---|---:|---:|---:|"]
@@ -50,6 +52,8 @@ def write_report(
     lines += [f"- {note}" for note in notes or []]
     if notes:
         lines.append("")
+    if curve is not None:
+        lines += ["## Learning curve", "", f"![learning curve]({curve})", ""]
     lines += [
         "## Critical states",
         "",
