@@ -1,6 +1,6 @@
 """A user's own environment, by ``module:EnvId`` and by ``--gym-packages``: every command, the
 reset-based methods (snapshots by deep copy or by the get_state/set_state protocol) and the
-bench's process pool."""
+bench on its process pool and on Ray."""
 
 from __future__ import annotations
 
@@ -81,11 +81,14 @@ def test_unrestorable_env_is_a_clear_error_for_reset_methods(corridor_agent: Pat
     assert code == 2 and "get_state() and set_state(state)" in err and len(err.strip().splitlines()) == 1
 
 
-def test_bench_process_pool_runs_a_user_environment(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", [["--workers", "2"], ["--backend", "ray"]], ids=["process-pool", "ray"])
+def test_bench_runs_a_user_environment(tmp_path: Path, backend: list[str]) -> None:
+    if "ray" in backend:
+        pytest.importorskip("ray")
     config = {"name": "user-env", "envs": ["corridor_env:Corridor-v0"], "methods": ["ppo", "rice"], "seeds": [0],
               "pretrain_timesteps": 256, "refine_timesteps": 256, "eval_episodes": 2, "explain_episodes": 2,
               "settings": {"mask_timesteps": 256, "checkpoint_every": 0}}
     (tmp_path / "bench.yaml").write_text(yaml.safe_dump(config))
-    assert main(["bench", str(tmp_path / "bench.yaml"), "--out", str(tmp_path / "out"), "--workers", "2"]) == 0
+    assert main(["bench", str(tmp_path / "bench.yaml"), "--out", str(tmp_path / "out"), *backend]) == 0
     rows = (tmp_path / "out" / files.RESULTS).read_text().splitlines()[1:]
     assert len(rows) == 2 and all(",done," in row for row in rows)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -306,7 +307,8 @@ class GridRunner:
         started_here = not ray.is_initialized()
         if started_here:
             try:
-                ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False)
+                ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False,
+                         runtime_env=self._local_runtime_env())
             except Exception as exc:  # unreachable cluster address
                 raise UltraRLError(f"cannot connect to the Ray cluster at {self.ray_address}: {exc}") from exc
         try:
@@ -323,6 +325,14 @@ class GridRunner:
         finally:
             if started_here:
                 ray.shutdown()
+
+
+    def _local_runtime_env(self) -> dict[str, Any] | None:
+        """A Ray started here imports what this process can (a user's environment module on its
+        path); a cluster's workers need the user's package installed."""
+        if self.ray_address is not None:
+            return None
+        return {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
 
 
 def plan_jobs(config: BenchConfig, bench_dir: Path) -> tuple[list[Job], list[Job], list[Job]]:
