@@ -82,8 +82,9 @@ class IdentifySettings(ExplainSettings):
     """Identification by any method: the knobs of the mask network and of the expert."""
 
     mask_alpha: float = Field(0.01, ge=0, description="α, the mask network's bonus per blinded step")
-    mask_timesteps: int = Field(20_000, gt=0, description="steps of PPO that train the mask network")
-    expert: str | None = Field(None, description="expert SB3 PPO zip: the advisor of --method oracle")
+    mask_timesteps: int = Field(20_000, gt=0, description="training budget of the mask network (environment steps of PPO)")
+    expert: str | None = Field(None, description="the advisor of --method oracle: an SB3 PPO, SAC or TD3 zip, or an "
+                                                 "RL Zoo run folder")
 
 
 class RefineSettings(IdentifySettings):
@@ -103,8 +104,8 @@ class RefineSettings(IdentifySettings):
     rounds: int = Field(1, gt=0, description="identify-then-refine rounds of a guided method "
                                               "(ours; the budget is split evenly)")
     freeze_normalization: bool = Field(
-        False, description="a normalised agent's observation statistics (RL Zoo's vecnormalize.pkl) stay as "
-                           "loaded during refinement (default: they go on updating, as RL Zoo's continued training)")
+        False, description="keep a normalised agent's observation statistics (RL Zoo's vecnormalize.pkl) as loaded "
+                           "during refinement (off: they go on updating, as in RL Zoo's continued training)")
     modulation: ModulationSettings = Field(default_factory=ModulationSettings)
 
     @field_validator("method")
