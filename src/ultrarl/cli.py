@@ -24,6 +24,7 @@ from ultrarl.settings import (
     EvaluateSettings,
     ExplainSettings,
     FidelityRunSettings,
+    PlateauSettings,
     PretrainSettings,
     RefineSettings,
     build_settings,
@@ -38,6 +39,8 @@ SETTINGS: dict[str, tuple[type[BaseModel], str]] = {
     "evaluate": (EvaluateSettings, "evaluate an agent without guidance; prints JSON"),
     "fidelity": (FidelityRunSettings, "measure how critical each advisor's states are and how good its advice "
                                       "(LLM, random, rice, oracle, ...) by rollouts from snapshots"),
+    "plateau": (PlateauSettings, "is the agent stuck? continued training's gain over the planned budget, per seed, "
+                                 "with a 95% CI (and against the gap to an expert)"),
 }
 _SEP = "__"  # joins a nested setting's path into an argparse dest
 
@@ -120,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command, (model, help_text) in SETTINGS.items():
         p = sub.add_parser(command, help=help_text, description=help_text)
         add_settings_arguments(p, model)
-        if command in ("explain", "refine", "fidelity"):
+        if command in ("explain", "refine", "fidelity", "plateau"):
             p.add_argument("--run-dir", default=None, help="where the run is written (required unless --dry-run)")
             p.add_argument("--config", type=Path, default=None, help="YAML settings; command-line values win")
             p.add_argument("--overwrite", action="store_true", help="replace a run already in --run-dir")
@@ -171,6 +174,14 @@ def _run(args: argparse.Namespace) -> int:
         console.print(f"saved {settings.out}")
     elif args.command == "evaluate":
         _evaluate(_settings(args, EvaluateSettings))
+    elif args.command == "plateau":
+        from ultrarl.plateau import check_plateau
+        from ultrarl.run_dir import prepare_run_dir
+
+        settings = _settings(args, PlateauSettings)
+        if args.run_dir is None:
+            raise UltraRLError("plateau needs --run-dir")
+        check_plateau(settings, prepare_run_dir(args.run_dir, overwrite=args.overwrite))
     elif args.command in ("explain", "refine", "fidelity"):
         _explain_or_refine(args, _settings(args, SETTINGS[args.command][0]))
     elif args.command == "report":

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.logger import Logger
 
 from ultrarl import run_dir as files
@@ -20,13 +21,22 @@ from ultrarl.explain.explainer import CriticalState
 from ultrarl.explain.prompts import EpisodePrompt, build_episode_prompt
 from ultrarl.llm.factory import token_counter
 from ultrarl.methods import Method, get_method
+from ultrarl.refine.callbacks import PlateauStop
 from ultrarl.refine.checkpoint import latest_checkpoint, remove_checkpoints
 from ultrarl.refine.refiner import Refiner, load_checked_agent
 from ultrarl.report.console import console
 from ultrarl.report.run_report import write_run_report
 from ultrarl.resume import check_resumable, keep_progress_segment, merge_progress_segments, read_identification
 from ultrarl.settings import ExplainSettings, PretrainSettings, RefineSettings, settings_to_yaml
-from ultrarl.stages import Identification, evaluate, evaluate_before, identify, make_describer, reset_pool
+from ultrarl.stages import (
+    EVAL_SEED_OFFSET,
+    Identification,
+    evaluate,
+    evaluate_before,
+    identify,
+    make_describer,
+    reset_pool,
+)
 
 LLM_METRICS = ("calls", "cache_hits", "parse_failures", "copied_answers", "copied_fields", "cached_failures",
                "failures", "retries", "prompt_tokens", "completion_tokens", "latency_s_p50", "latency_s_p95",
@@ -34,15 +44,32 @@ LLM_METRICS = ("calls", "cache_hits", "parse_failures", "copied_answers", "copie
 
 
 def pretrain(settings: PretrainSettings, progress_bar: bool = True) -> PPO:
-    """A PPO agent with SB3's default hyperparameters and a small budget: a sub-optimal agent."""
+    """A PPO agent with SB3's default hyperparameters and a small budget: a sub-optimal agent.
+    With ``until_plateau``, training stops once its evaluated return has plateaued, and the
+    evaluations (the pretraining curve, evidence of the plateau) are written beside the zip."""
     validate_env_id(settings.env_id)
     env = make_vec_env(settings.env_id, n_envs=1, seed=settings.seed)
     agent = PPO("MlpPolicy", env, seed=settings.seed, device="cpu", verbose=0)
     agent.set_logger(Logger(None, []))  # SB3's default logger would create a folder in /tmp
-    agent.learn(total_timesteps=settings.timesteps, progress_bar=progress_bar)
+    plateau = PlateauStop(settings.plateau_window, settings.plateau_margin) if settings.until_plateau else None
+    callback = None
+    if plateau is not None:
+        eval_env = make_vec_env(settings.env_id, n_envs=1, seed=settings.seed + EVAL_SEED_OFFSET)
+        callback = EvalCallback(eval_env, callback_after_eval=plateau, n_eval_episodes=settings.plateau_eval_episodes,
+                                eval_freq=settings.plateau_eval_every, deterministic=True, verbose=0)
+    agent.learn(total_timesteps=settings.timesteps, progress_bar=progress_bar, callback=callback)
     out = Path(settings.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     files.write_model(out, agent)
+    if plateau is not None:
+        files.write_json(files.pretrain_record(out), {
+            "env_id": settings.env_id, "seed": settings.seed, "timesteps": int(agent.num_timesteps),
+            "cap": settings.timesteps, "stopped": "plateau" if plateau.plateaued else "cap",
+            "best_return": plateau.best, "window": settings.plateau_window, "margin": settings.plateau_margin,
+            "evaluations": [{"timestep": t, "mean": m} for t, m in plateau.evaluations]})
+        console.print(f"pretraining {'reached a plateau' if plateau.plateaued else 'hit the step cap'} at "
+                      f"{agent.num_timesteps} steps (best evaluated return {plateau.best:.1f}); "
+                      f"curve: {files.pretrain_record(out)}")
     return agent
 
 

@@ -41,6 +41,7 @@ ROUNDS = "rounds"
 FIDELITY = "fidelity.json"  # ultrarl fidelity: the advisors' summaries (an advisor's own, in its folder)
 FIDELITY_STATES = "fidelity.jsonl"  # per critical state: the explanation and its measurements
 FIDELITY_MD = "fidelity.md"
+PLATEAU = "plateau.json"  # ultrarl plateau: continued training's gain per seed, with its CI
 ERROR = "error.txt"
 ERROR_LOG = "error.log"
 LOG = "log.txt"
@@ -159,6 +160,11 @@ def _torch_threads() -> int:
     import torch
 
     return int(torch.get_num_threads())
+
+
+def pretrain_record(agent_zip: Path) -> Path:
+    """Beside a pretrained agent: its evaluations during pretraining (``--until-plateau``)."""
+    return agent_zip.with_suffix(".pretrain.json")
 
 
 # -- a bench directory -------------------------------------------------------------------------

@@ -169,9 +169,16 @@ class FidelityRunSettings(IdentifySettings):
 class PretrainSettings(EnvSettings):
     """``ultrarl pretrain``: a PPO agent with SB3's default hyperparameters."""
 
-    timesteps: int = Field(gt=0, description="training budget (environment steps)",
+    timesteps: int = Field(gt=0, description="training budget (environment steps; with --until-plateau, the cap)",
                            json_schema_extra={"required_flag": True})
     out: str = Field(description="where the agent zip is written", json_schema_extra={"required_flag": True})
+    until_plateau: bool = Field(False, description="stop once the evaluated return has not improved by more than "
+                                                   "--plateau-margin for --plateau-window evaluations")
+    plateau_eval_every: int = Field(10_000, gt=0, description="steps between evaluations (environment steps)")
+    plateau_eval_episodes: int = Field(10, gt=0, description="episodes per evaluation, deterministic")
+    plateau_window: int = Field(5, gt=0, description="evaluations without improvement that make a plateau")
+    plateau_margin: float = Field(0.02, ge=0, description="an improvement beats the best return so far by more "
+                                                          "than this fraction of max(|best|, 1)")
 
     @field_validator("out")
     @classmethod
@@ -179,6 +186,33 @@ class PretrainSettings(EnvSettings):
         if not value.endswith(".zip"):
             raise ValueError(f"--out must name a .zip file, got {value}")
         return value
+
+
+class PlateauSettings(AgentSettings):
+    """``ultrarl plateau``: does continued training still improve the agent?"""
+
+    timesteps: int = Field(50_000, gt=0, description="continued-training budget per seed (environment steps): "
+                                                     "the refinement budget you plan")
+    seeds: str = Field("100,101,102", description="training seeds, comma-separated (keep them apart from the "
+                                                  "seeds you will compare methods on)")
+    expert: str | None = Field(None, description="a strong policy (zip or RL Zoo folder): the gap to it judges 'stuck'")
+    stuck_fraction: float = Field(0.1, gt=0, le=1, description="stuck: the gain's upper 95% bound is below this "
+                                                               "fraction of the gap to the expert")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_list(cls, value: str) -> str:
+        try:
+            seeds = [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds must be integers, comma-separated, got {value}") from None
+        if len(seeds) < 2:
+            raise ValueError("--seeds needs at least 2 seeds for a confidence interval")
+        return value
+
+    @property
+    def seed_list(self) -> list[int]:
+        return [int(part) for part in self.seeds.split(",") if part.strip()]
 
 
 class EvaluateSettings(AgentSettings):

@@ -194,7 +194,7 @@ def measure_fidelity(
     return records
 
 
-def _mean_ci(values: np.ndarray, seed: int = 0) -> dict[str, float]:
+def mean_ci(values: np.ndarray, seed: int = 0) -> dict[str, float]:
     """Mean with a 95% percentile-bootstrap CI over the values."""
     rng = np.random.default_rng(seed)
     boot = values[rng.integers(len(values), size=(BOOTSTRAP_REPS, len(values)))].mean(axis=1)
@@ -210,9 +210,9 @@ def summarize(records: list[StateFidelity]) -> dict[str, Any]:
     drops = np.array([r.drop for r in records])
     controls = np.array([r.control_drop for r in records])
     summary.update(drop=float(drops.mean()), control_drop=float(controls.mean()),
-                   criticality=_mean_ci(drops - controls))
+                   criticality=mean_ci(drops - controls))
     advised = [r for r in records if r.advice_gain is not None]
     if advised:
-        summary["advice_gain"] = _mean_ci(np.array([r.advice_gain for r in advised]))
+        summary["advice_gain"] = mean_ci(np.array([r.advice_gain for r in advised]))
         summary["helps_share"] = sum(bool(r.helps) for r in advised) / len(advised)
     return summary

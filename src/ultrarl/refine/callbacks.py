@@ -1,4 +1,5 @@
-"""Callbacks that log what refinement does to the true environment return."""
+"""Training callbacks: what refinement does to the true environment return, and when pretraining
+has reached a plateau."""
 
 from __future__ import annotations
 
@@ -48,3 +49,34 @@ class ExplorationLogger(BaseCallback):
             defaults = env.get_attr("default_starts")
             total = sum(starts) + sum(defaults)
             self.logger.record("refine/critical_start_rate", sum(starts) / total if total else 0.0)
+
+
+class PlateauStop(BaseCallback):
+    """Ends training once the evaluated return has not improved for ``window`` evaluations
+    (``ultrarl pretrain --until-plateau``): SB3's ``EvalCallback`` calls it after each
+    evaluation. An evaluation improves when it beats the best so far by more than
+    ``margin`` x max(|best|, 1), so noise around a plateau does not count as progress.
+
+    :param window: evaluations without improvement that make a plateau
+    :param margin: the relative improvement that counts
+    """
+
+    def __init__(self, window: int, margin: float) -> None:
+        super().__init__()
+        self.window = window
+        self.margin = margin
+        self.best = -float("inf")
+        self.since_best = 0
+        self.evaluations: list[tuple[int, float]] = []  # (timestep, mean evaluated return)
+        self.plateaued = False
+
+    def _on_step(self) -> bool:
+        evaluation = self.parent  # the EvalCallback that just evaluated
+        mean = float(evaluation.last_mean_reward)  # type: ignore[union-attr]
+        self.evaluations.append((self.num_timesteps, mean))
+        if mean > self.best + self.margin * max(abs(self.best), 1.0) or self.best == -float("inf"):
+            self.best, self.since_best = max(mean, self.best), 0
+        else:
+            self.since_best += 1
+        self.plateaued = self.since_best >= self.window
+        return not self.plateaued

@@ -58,7 +58,7 @@ def _algorithm(path: Path) -> str:
         with zipfile.ZipFile(path) as archive:
             data = json.loads(archive.read("data"))
     except (KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise UltraRLError(f"agent file {path} is not an SB3 model zip ({type(exc).__name__}: {exc})") from exc
+        raise UltraRLError(f"cannot load agent {path}: not an SB3 model zip ({type(exc).__name__}: {exc})") from exc
     module = str(data.get("policy_class", {}).get("__module__", ""))
     family = module.split(".")[1] if module.startswith("stable_baselines3.") else module or "unknown"
     if family == "common":  # ActorCriticPolicy: PPO (or A2C, which has no clip range)

@@ -298,6 +298,13 @@ def render_markdown(
     else:
         lines.append("(no method has every seed finished)")
     paired = estimates.get("paired_difference_to_ppo", {})
+    plateau = {env: diffs["none"] for env, diffs in paired.items() if "none" in diffs}
+    if plateau:  # ppo minus the agent as it is: how much continued training still gains
+        lines += ["", "## Plateau evidence: what continued training gains over the agent as it is", "",
+                  "| env | gain of ppo over none, mean [95% bootstrap CI over seeds] |", "|---|---:|"]
+        for env, none_minus_ppo in plateau.items():
+            gain = {"point": -none_minus_ppo["point"], "low": -none_minus_ppo["high"], "high": -none_minus_ppo["low"]}
+            lines.append(f"| {env} | {_fmt_diff(gain)} |")
     if any(paired.values()):
         lines += ["", "## Paired difference to continued PPO (same seed), mean [95% bootstrap CI over seeds]", "",
                   "| method | " + " | ".join(paired) + " |", "|---|" + "---:|" * len(paired)]
