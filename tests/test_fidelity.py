@@ -69,6 +69,8 @@ def test_fidelity_of_four_advisors_cached_and_resumed(cartpole_agent_path: Path,
         assert table[advisor]["states"] == 6 and "criticality" in table[advisor]
     assert table["oracle"]["states"] >= 1  # where the expert's action differs from the agent's
     assert "advice_gain" in table["oracle"] and "advice_gain" not in table["random"]
+    assert all("random_gain" in table[a] for a in table)  # the control of the advice, at every advisor's states
+    assert "gain_over_random" in table["oracle"] and "gain_over_random" not in table["rice"]
     rows = [json.loads(line) for line in (tmp_path / "a" / "oracle" / files.FIDELITY_STATES).read_text().splitlines()]
     assert len(rows) == table["oracle"]["states"] and all({"rationale", "suggested_action", "fidelity"} <= set(row) for row in rows)
     assert all(row["fidelity"]["helps"] in (True, False) for row in rows)

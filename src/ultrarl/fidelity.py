@@ -86,4 +86,6 @@ def legend(settings: FidelityRunSettings) -> str:
             f"of {f.perturb_steps} random actions, each then followed by the agent's policy; criticality: drop at "
             f"the advisor's states minus drop at a uniformly random step of the same episode. Advice gain: return "
             f"of the suggestion minus return of the agent's own action; a suggestion helps when its gain exceeds "
-            f"{f.z:g} standard errors. Intervals: 95% bootstrap over states; * excludes 0.")
+            f"{f.z:g} standard errors. Random action's gain: the same with one uniformly random action instead of "
+            f"the suggestion (same pairs), the control; advice over random: advice gain minus that, per state. "
+            f"Intervals: 95% bootstrap over states; * excludes 0.")

@@ -11,6 +11,10 @@ environment seed and the same policy seed (common random numbers), over H steps:
 - **advice** (advisors that suggest an action: an LLM, the expert): the return of the suggestion
   followed by the policy, minus the return of the agent's own action followed by it. A suggestion
   *helps* when its mean paired gain exceeds z standard errors; ``--verify`` keeps exactly those.
+- **a random suggestion** (every advisor, the control of the advice): the same with one uniformly
+  random action instead of the suggestion, with the same pairs' seeds. It is what an advisor
+  without insight would gain at these states; a suggesting advisor's *gain over random* is the
+  mean, over its states, of (advice gain - random gain).
 
 Per-state figures and per-advisor summaries with 95% percentile-bootstrap CIs over states.
 """
@@ -60,6 +64,7 @@ class StateFidelity:
     :param advice_gain: mean return gained by executing the suggestion (None: no suggestion)
     :param advice_stderr: its standard error over the M pairs
     :param helps: the gain exceeds z standard errors
+    :param random_gain: mean return gained by a uniformly random action instead (the control)
     """
 
     episode: int
@@ -70,6 +75,7 @@ class StateFidelity:
     advice_gain: float | None = None
     advice_stderr: float | None = None
     helps: bool | None = None
+    random_gain: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -164,9 +170,12 @@ def measure_state(
     control = int(np.random.default_rng([seed, state.episode, state.step]).integers(trajectory.length))
     record = StateFidelity(state.episode, state.step, _drop(env, agent, trajectory, state.step, settings, seed),
                            control, _drop(env, agent, trajectory, control, settings, seed))
+    snapshot, advice_seed = trajectory.snapshots[state.step], _state_seed(seed, state.episode, state.step) + 7_919
+    random_gains = paired_gains(env, agent, snapshot, random_arm(env.action_space, 1), fixed_arm(state.agent_action),
+                                settings.samples, settings.horizon, advice_seed)
+    record.random_gain = float(random_gains.mean())
     if suggests:
-        gains = advice_gains(env, agent, trajectory.snapshots[state.step], state, settings.samples, settings.horizon,
-                             _state_seed(seed, state.episode, state.step) + 7_919)
+        gains = advice_gains(env, agent, snapshot, state, settings.samples, settings.horizon, advice_seed)
         record.advice_gain, record.advice_stderr = float(gains.mean()), _stderr(gains)
         record.helps = significant(gains, settings.z)
     return record
@@ -211,8 +220,10 @@ def summarize(records: list[StateFidelity]) -> dict[str, Any]:
     controls = np.array([r.control_drop for r in records])
     summary.update(drop=float(drops.mean()), control_drop=float(controls.mean()),
                    criticality=mean_ci(drops - controls))
+    summary["random_gain"] = mean_ci(np.array([r.random_gain for r in records]))
     advised = [r for r in records if r.advice_gain is not None]
     if advised:
         summary["advice_gain"] = mean_ci(np.array([r.advice_gain for r in advised]))
+        summary["gain_over_random"] = mean_ci(np.array([r.advice_gain - r.random_gain for r in advised]))
         summary["helps_share"] = sum(bool(r.helps) for r in advised) / len(advised)
     return summary

@@ -7,7 +7,8 @@ from typing import Any
 from rich.table import Table
 
 COLUMNS = ("advisor", "states", "drop at its states", "drop at random steps", "criticality [95% CI]",
-           "advice gain [95% CI]", "suggestions that help")
+           "advice gain [95% CI]", "random action's gain [95% CI]", "advice over random [95% CI]",
+           "suggestions that help")
 
 
 def _interval(estimate: dict[str, float] | None) -> str:
@@ -22,11 +23,12 @@ def fidelity_rows(summaries: dict[str, dict[str, Any]]) -> list[list[str]]:
     rows = []
     for advisor, summary in summaries.items():
         if not summary.get("states"):
-            rows.append([advisor, "0", "n/a", "n/a", "n/a", "n/a", "n/a"])
+            rows.append([advisor, "0", *["n/a"] * (len(COLUMNS) - 2)])
             continue
         helps = summary.get("helps_share")
         rows.append([advisor, str(summary["states"]), f"{summary['drop']:+.3g}", f"{summary['control_drop']:+.3g}",
                      _interval(summary["criticality"]), _interval(summary.get("advice_gain")),
+                     _interval(summary.get("random_gain")), _interval(summary.get("gain_over_random")),
                      f"{helps:.0%}" if helps is not None else "n/a"])
     return rows
 
