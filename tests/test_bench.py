@@ -56,6 +56,8 @@ def test_local_grid_is_resumable_isolates_failures_and_reports(tmp_path: Path, c
     assert set(estimates["prob_improvement_over_ppo"]) == {"none", "random"}
     report = (bench / "report.md").read_text()
     assert "Interquartile mean" in report and "Probability of improvement" in report and "curve_CartPole-v1.png" in report
+    assert "performance_profile.png" in report and (bench / "performance_profile.png").stat().st_size > 0
+    assert "Plateau evidence" in report  # ppo's gain over the agent as it is
     page = (bench / "report.html").read_text()
     assert "data:image/png;base64," in page and "<table>" in page
     # Again: finished runs are found on disk and skipped, nothing is recomputed.

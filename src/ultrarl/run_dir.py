@@ -171,6 +171,7 @@ def pretrain_record(agent_zip: Path) -> Path:
 BENCH_CONFIG = "bench.yaml"
 RESULTS = "results.csv"
 ESTIMATES = "estimates.json"
+PERFORMANCE_PROFILE = "performance_profile.png"
 
 
 def env_slug(env_id: str) -> str:

@@ -107,12 +107,8 @@ def rliable_estimates(config: dict[str, Any], rows: list[RunRow], seed: int = 0)
         scores = {n: _scores(rows, env_id, n).reshape(-1, 1) for n in complete}
         point, interval = rly.get_interval_estimates(scores, iqm, reps=BOOTSTRAP_REPS)
         out["per_env"][env_id] = {n: _estimate(point[n], interval[n]) for n in complete}
-    # Min-max normalisation per environment over every run, so environments weigh alike.
     matrix = {n: np.stack([_scores(rows, e, n) for e in envs], axis=1) for n in complete}
-    everything = np.concatenate([m for m in matrix.values()], axis=0)
-    low, high = everything.min(axis=0), everything.max(axis=0)
-    span = np.where(high - low > 0, high - low, 1.0)
-    normalised = {n: (m - low) / span for n, m in matrix.items()}
+    normalised = _normalised(matrix)
     point, interval = rly.get_interval_estimates(normalised, iqm, reps=BOOTSTRAP_REPS)
     out["normalised_iqm"] = {n: _estimate(point[n], interval[n]) for n in complete}
     if "ppo" in complete:
@@ -121,6 +117,49 @@ def rliable_estimates(config: dict[str, Any], rows: list[RunRow], seed: int = 0)
             point, interval = rly.get_interval_estimates(pairs, metrics.probability_of_improvement,
                                                          reps=BOOTSTRAP_REPS)
             out["prob_improvement_over_ppo"] = {k.split(",")[0]: _estimate(point[k], interval[k]) for k in pairs}
+    return out
+
+
+def _normalised(matrix: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """(seeds x envs) scores per method, min-max normalised per environment over every method's
+    runs, so environments weigh alike."""
+    everything = np.concatenate(list(matrix.values()), axis=0)
+    low, high = everything.min(axis=0), everything.max(axis=0)
+    span = np.where(high - low > 0, high - low, 1.0)
+    return {n: (m - low) / span for n, m in matrix.items()}
+
+
+def performance_profile(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -> Path | None:
+    """rliable's performance profile across environments: the share of runs whose normalised
+    final return exceeds τ, with 95% stratified-bootstrap bands."""
+    from rliable import library as rly
+
+    envs, names = config["envs"], [m["name"] for m in config["methods"]]
+    complete = [n for n in names if all(len(_scores(rows, e, n)) == len(config["seeds"]) for e in envs)]
+    if len(complete) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    np.random.seed(0)  # rliable's bootstrap draws from numpy's global RNG
+    normalised = _normalised({n: np.stack([_scores(rows, e, n) for e in envs], axis=1) for n in complete})
+    taus = np.linspace(0.0, 1.0, 41)
+    profiles, bands = rly.create_performance_profile(normalised, taus, reps=BOOTSTRAP_REPS)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name, profile in profiles.items():
+        line, = ax.plot(taus, profile, label=name, linewidth=2)
+        ax.fill_between(taus, bands[name][0], bands[name][1], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("normalised final return τ (min-max per environment over every run)")
+    ax.set_ylabel("fraction of runs above τ")
+    ax.set_title("performance profile, 95% stratified-bootstrap bands (rliable)", fontsize=9)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    out = out_dir / files.PERFORMANCE_PROFILE
+    with files.atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
     return out
 
 
@@ -209,6 +248,8 @@ def write_bench_report(bench_dir: Path) -> Path:
     table = final_return_table(config, rows)
     estimates = rliable_estimates(config, rows)
     curves = learning_curves(config, rows, bench_dir)
+    profile = performance_profile(config, rows, bench_dir)
+    curves += [profile] if profile is not None else []
     sample = critical_state_sample(rows)
     files.write_csv(bench_dir / files.RESULTS,
                     [[r.env_id, r.method, r.kind, r.seed, r.status, r.before, r.after, r.after_std] for r in rows],
