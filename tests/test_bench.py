@@ -85,6 +85,8 @@ def test_only_runs_the_named_methods(tmp_path: Path, capsys) -> None:  # type: i
     assert code == 0, err
     assert out.count(": done") == 2 and "ppo seed 0: done" in out  # the agent and the ppo run
     assert not (tmp_path / "out/runs/CartPole-v1/none").exists()
+    assert [m["name"] for m in yaml.safe_load((tmp_path / "out/bench.yaml").read_text())["methods"]] == ["none", "ppo"]
+    assert "| CartPole-v1 | none | 0 |" in (tmp_path / "out/report.md").read_text()  # the grid, with what exists
     code, _, err = _bench(tmp_path, config, capsys, "--only", "ppo,magic")
     assert code == 2 and "--only names methods the bench config does not have: magic" in err
     assert len(err.strip().splitlines()) == 1

@@ -35,7 +35,9 @@ def test_plateau_check_finds_the_shipped_mountaincar_agent_stuck(tmp_path: Path)
                  "--seeds", "100,101", "--eval-episodes", "3", "--run-dir", str(run_dir)]) == 0
     result = json.loads((run_dir / "plateau.json").read_text())
     assert [r["seed"] for r in result["runs"]] == [100, 101]
-    assert result["gain"]["low"] <= result["gain"]["point"] <= result["gain"]["high"]
+    gains = [r["after"] - result["before"] for r in result["runs"]]
+    assert result["gain"]["point"] == pytest.approx(sum(gains) / 2) and [r["gain"] for r in result["runs"]] == gains
+    assert abs(result["gain"]["high"]) < 1.0  # it stands still however it is trained
     assert result["gap"] > 80 and result["stuck"] is True  # it stands still; the expert reaches the flag
 
 

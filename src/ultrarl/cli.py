@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", default=None, help="a Ray cluster (default: a local Ray for this run)")
     p.add_argument("--only", default=None, metavar="NAME[,NAME]",
                    help="run only these methods of the config (by their names in it; default: all); "
-                        "the report covers every finished run in the bench directory")
+                        "bench.yaml and the report still cover the whole grid, with the runs that exist")
 
     p = sub.add_parser("report", help="rebuild the report of a bench or run directory from disk")
     p.add_argument("path", type=Path, help="a bench directory or a run directory")
@@ -240,7 +240,7 @@ _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS}
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from ultrarl.bench.grid import GridRunner, JobResult, failed, load_bench_config, run_grid, select_methods
+    from ultrarl.bench.grid import GridRunner, JobResult, check_method_names, failed, load_bench_config, run_grid
     from ultrarl.report.bench_report import write_bench_report
     from ultrarl.report.console import console
 
@@ -248,8 +248,9 @@ def _bench(args: argparse.Namespace) -> int:
         raise UltraRLError(f"--workers must be positive, got {args.workers}")
     config = load_bench_config(args.config)
     out = args.out or Path("runs") / f"bench-{config.name}"
-    if args.only:
-        config = select_methods(config, [name.strip() for name in args.only.split(",") if name.strip()])
+    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    if only is not None:
+        check_method_names(config, only)  # before any work
 
     def on_result(result: JobResult, done: int, total: int) -> None:
         after = f", after {result.after_mean:.1f}" if result.after_mean is not None else ""
@@ -257,7 +258,7 @@ def _bench(args: argparse.Namespace) -> int:
         console.print(f"[{done}/{total}] {result.job.label}: {result.status} ({result.wall_time_s:.0f} s{after}){why}")
 
     runner = GridRunner(workers=args.workers, backend=args.backend, ray_address=args.ray_address, on_result=on_result)
-    results = run_grid(config, out, runner)
+    results = run_grid(config, out, runner, only)
     report = write_bench_report(out)
     console.print(f"report: {report} (and report.html, results.csv, estimates.json)")
     bad = failed(results)

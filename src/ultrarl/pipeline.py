@@ -25,7 +25,7 @@ from ultrarl.refine.callbacks import PlateauStop
 from ultrarl.refine.checkpoint import latest_checkpoint, remove_checkpoints
 from ultrarl.refine.refiner import Refiner, load_checked_agent
 from ultrarl.report.console import console
-from ultrarl.report.run_report import write_run_report
+from ultrarl.report.run_report import refine_report_title, write_run_report
 from ultrarl.resume import check_resumable, keep_progress_segment, merge_progress_segments, read_identification
 from ultrarl.settings import ExplainSettings, PretrainSettings, RefineSettings, settings_to_yaml
 from ultrarl.stages import (
@@ -243,7 +243,7 @@ def _write_refinement(
     })
     files.write_csv(run_dir / files.EPISODES, [list(e) for e in episodes],
                     ["timestep", "episodic_return", "episode_length"])
-    write_run_report(run_dir, f"ultrarl refine: {method.label} on {settings.env_id}")
+    write_run_report(run_dir, refine_report_title(method.label, settings.env_id))
     # config.yaml last: it marks a finished run (a directory holding one is not reused by accident).
     files.write_text_atomic(run_dir / files.CONFIG, settings_to_yaml(settings))
     (run_dir / files.STARTED).unlink(missing_ok=True)

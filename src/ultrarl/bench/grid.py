@@ -102,15 +102,14 @@ def load_bench_config(path: Path) -> BenchConfig:
     return config
 
 
-def select_methods(config: BenchConfig, names: list[str]) -> BenchConfig:
-    """The grid restricted to the named methods (``ultrarl bench --only``): re-run some methods
-    of a bench into the same directory, the others' finished runs stay as they are."""
+def check_method_names(config: BenchConfig, names: list[str]) -> list[str]:
+    """``ultrarl bench --only``: the named methods must be the config's."""
     known = [m.name for m in config.methods]
     unknown = [n for n in names if n not in known]
     if unknown:
         raise UltraRLError(f"--only names methods the bench config does not have: {', '.join(unknown)} "
                            f"(it has: {', '.join(known)})")
-    return config.model_copy(update={"methods": [m for m in config.methods if m.name in names]})
+    return names
 
 
 @dataclass(frozen=True)
@@ -334,7 +333,6 @@ class GridRunner:
             return None
         return {"env_vars": {"PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}
 
-
 def plan_jobs(config: BenchConfig, bench_dir: Path) -> tuple[list[Job], list[Job], list[Job]]:
     """(agents, experts, runs): agents and experts first, since the runs need them."""
     data = config.model_dump(mode="json")
@@ -352,10 +350,15 @@ def plan_jobs(config: BenchConfig, bench_dir: Path) -> tuple[list[Job], list[Job
     return agents, experts, runs
 
 
-def run_grid(config: BenchConfig, bench_dir: Path, runner: GridRunner) -> list[JobResult]:
+def run_grid(config: BenchConfig, bench_dir: Path, runner: GridRunner, only: list[str] | None = None
+             ) -> list[JobResult]:
+    """Every job of the grid not finished yet; with ``only``, the runs of those methods alone
+    (bench.yaml and the report keep the whole grid: the others' runs count where they exist)."""
     bench_dir.mkdir(parents=True, exist_ok=True)
     files.write_text_atomic(bench_dir / files.BENCH_CONFIG, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    agents, experts, runs = plan_jobs(config, bench_dir)
+    planned = config if only is None else config.model_copy(
+        update={"methods": [m for m in config.methods if m.name in check_method_names(config, only)]})
+    agents, experts, runs = plan_jobs(planned, bench_dir)
     # Agents and experts are independent of each other: one pool for both, then the runs.
     return runner.run([*agents, *experts]) + runner.run(runs)
 

@@ -116,3 +116,16 @@ def attach_normalization(statistics: VecNormalize, venv: VecEnv, training: bool)
     normalization.obs_rms = copy.deepcopy(statistics.obs_rms)
     normalization.ret_rms = copy.deepcopy(statistics.ret_rms)
     return normalization
+
+
+def policy_observations(normalization: VecNormalize | None, raw: np.ndarray) -> np.ndarray:
+    """Raw observations as the policy sees them."""
+    return normalization.normalize_obs(raw) if normalization is not None else raw
+
+
+def in_training_units(normalization: VecNormalize | None, reward_term: np.ndarray) -> np.ndarray:
+    """A term in raw reward units, as VecNormalize scales the reward PPO trains on (divided by
+    the running std of the return; an off-policy buffer stores raw rewards instead)."""
+    if normalization is None or not normalization.norm_reward:
+        return reward_term
+    return (reward_term / np.sqrt(normalization.ret_rms.var + normalization.epsilon)).astype(np.float32)

@@ -48,7 +48,7 @@ class Checkpoint:
             return None
         try:
             return pickle.loads(path.read_bytes())  # written by this run itself
-        except (OSError, pickle.UnpicklingError, EOFError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any damage (truncation, a moved class) is one line
             raise UltraRLError(f"checkpoint {self.path} is damaged ({exc}); pass --overwrite to start again") from exc
 
 

@@ -26,6 +26,7 @@ from stable_baselines3 import SAC, TD3
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 
+from ultrarl.refine.agent_files import policy_observations
 from ultrarl.refine.modulation import Modulation
 from ultrarl.refine.supervised import SupervisedTerm, box_imitation_loss
 
@@ -46,7 +47,7 @@ class GuidedOffPolicyMixin:
     def _setup_model(self) -> None:
         super()._setup_model()  # type: ignore[misc]
         capacity = self.modulation.settings.bc_memory if self.modulation is not None else 1
-        self.supervised = SupervisedTerm(self.actor.parameters(), self.actor.optimizer_class,  # type: ignore[attr-defined]
+        self.supervised = SupervisedTerm(self.actor.parameters(), self.policy.optimizer_class,  # type: ignore[attr-defined]
                                          {"lr": self.lr_schedule(1.0), **self.policy.optimizer_kwargs},  # type: ignore[attr-defined]
                                          capacity, self.observation_space.shape, self.action_space.shape,  # type: ignore[attr-defined]
                                          self.seed or 0)  # type: ignore[attr-defined]
@@ -60,18 +61,12 @@ class GuidedOffPolicyMixin:
         if reset_num_timesteps:  # the schedules of a refinement start at its beginning
             self._current_progress_remaining = 1.0
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)  # type: ignore[misc]
-        if self.modulation is not None and self.supervised.memory.size == 0 and self.modulation.settings.bc_weight > 0:
-            table = self.modulation.table
-            if len(table):
-                suggested = table.suggested_actions
-                if self.modulation.advisor is not None:
-                    suggested = np.asarray(self.modulation.advisor(table.observations))
-                self.supervised.memory.add(self._policy_obs(table.observations.astype(np.float32)), suggested)
+        if self.modulation is not None and self.supervised.memory.size == 0:
+            self.supervised.remember_table(self.modulation, self._policy_obs)
         return result
 
     def _policy_obs(self, raw: np.ndarray) -> np.ndarray:
-        normalization = self._vec_normalize_env  # type: ignore[attr-defined]
-        return normalization.normalize_obs(raw) if normalization is not None else raw
+        return policy_observations(self._vec_normalize_env, raw)  # type: ignore[attr-defined]
 
     def _raw_obs(self) -> np.ndarray:
         """Observations as the environment produced them: the table is in that space."""

@@ -27,6 +27,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.utils import obs_as_tensor
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
+from ultrarl.refine.agent_files import in_training_units, policy_observations
 from ultrarl.refine.modulation import Modulation, StepAdvice
 from ultrarl.refine.supervised import SupervisedTerm, box_imitation_loss
 
@@ -62,7 +63,7 @@ class GuidedPPO(PPO):
             self._current_progress_remaining = 1.0
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
         if self.modulation is not None and self.supervised.memory.size == 0:
-            self._remember_table()
+            self.supervised.remember_table(self.modulation, self._policy_obs)
         return result
 
     def supervised_state(self) -> dict[str, Any]:
@@ -72,20 +73,8 @@ class GuidedPPO(PPO):
     def load_supervised_state(self, state: dict[str, Any]) -> None:
         self.supervised.load_state(state)
 
-    def _remember_table(self) -> None:
-        """The table's own states and suggestions seed the supervised term's memory."""
-        assert self.modulation is not None
-        table = self.modulation.table
-        if len(table) == 0 or self.modulation.settings.bc_weight == 0:
-            return
-        suggested = table.suggested_actions
-        if self.modulation.advisor is not None:
-            suggested = np.asarray(self.modulation.advisor(table.observations))
-        self.supervised.memory.add(self._policy_obs(table.observations.astype(np.float32)), suggested)
-
     def _policy_obs(self, raw: np.ndarray) -> np.ndarray:
-        env = self.get_env()
-        return env.normalize_obs(raw) if isinstance(env, VecNormalize) else raw
+        return policy_observations(self._vec_normalize_env, raw)
 
     def _raw_obs(self, env: VecEnv) -> np.ndarray:
         """Observations as the environment produced them: the table is in that space."""
@@ -188,7 +177,9 @@ class GuidedPPO(PPO):
         as SB3's PPO does."""
         train_rewards = rewards.astype(np.float32)
         if self.modulation is not None and self.modulation.shape_rewards:
-            train_rewards = train_rewards + self.modulation.beta_absolute * implicit
+            # β·r_LLM is in raw reward units; the rewards here are VecNormalize's where it scales them.
+            shaping = (self.modulation.beta_absolute * implicit).astype(np.float32)
+            train_rewards = train_rewards + in_training_units(self._vec_normalize_env, shaping)
         for idx, done in enumerate(dones):
             if done and infos[idx].get("terminal_observation") is not None and infos[idx].get(
                 "TimeLimit.truncated", False

@@ -255,7 +255,8 @@ class Refiner:
             self.rnd.load_state(checkpoint.state["rnd"])
         training_state = checkpoint.training_state()
         self._restore = RestoreTrainingState(training_state) if training_state is not None else None
-        self.exact_resume = training_state is not None and training_state["envs"] is not None
+        self.exact_resume = (training_state is not None and training_state["envs"] is not None
+                             and training_state.get("exact", True))
         return self
 
     @property
@@ -275,8 +276,11 @@ class Refiner:
         its normalisation statistics beside it (``vecnormalize.pkl``, RL Zoo's file) where it has
         them. Written atomically: a crash never leaves a half-written file under ``path``."""
         write_model(Path(path), self.model)
+        statistics = Path(path).parent / VECNORMALIZE
         if isinstance(self.env, VecNormalize):
-            write_bytes_atomic(Path(path).parent / VECNORMALIZE, pickle.dumps(self.env))  # without its venv
+            write_bytes_atomic(statistics, pickle.dumps(self.env))  # without its venv
+        else:  # a previous run's statistics beside this model would be applied to it
+            statistics.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path, env_id: str, seed: int = 0) -> "Refiner":

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch as th
 
+from ultrarl.refine.modulation import Modulation
+
 
 class AdviceMemory:
     """A ring buffer of (policy observation, suggested action) pairs."""
@@ -74,6 +76,17 @@ class SupervisedTerm:
         self.optimizer = optimizer_class(self.parameters, **optimizer_kwargs)
         self.memory = AdviceMemory(capacity, obs_shape, action_shape)
         self.rng = np.random.default_rng(seed)
+
+    def remember_table(self, modulation: Modulation, to_policy: Callable[[np.ndarray], np.ndarray]) -> None:
+        """The table's own states and suggestions (the live advisor's, where there is one) seed
+        the memory; ``to_policy`` maps raw observations to the policy's."""
+        table = modulation.table
+        if len(table) == 0 or modulation.settings.bc_weight == 0:
+            return
+        suggested = table.suggested_actions
+        if modulation.advisor is not None:
+            suggested = np.asarray(modulation.advisor(table.observations))
+        self.memory.add(to_policy(table.observations.astype(np.float32)), suggested)
 
     def train(self, loss_fn: ImitationLoss, weight: float, learning_rate: float, n_batches: int, batch_size: int,
               max_grad_norm: float | None, device: th.device | str) -> float:

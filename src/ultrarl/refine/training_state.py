@@ -84,6 +84,9 @@ def capture_training_state(model: BaseAlgorithm, with_envs: bool) -> dict[str, A
     state: dict[str, Any] = {
         "rng": {"torch": th.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
         "envs": None,
+        # gSDE redraws its exploration matrix before a rollout starts, after this capture: a
+        # resumed run draws it again, from a state one draw earlier. Resumed, but not exactly.
+        "exact": not getattr(model, "use_sde", False),
     }
     top = model.get_env()
     normalization = top if isinstance(top, VecNormalize) else None

@@ -25,8 +25,9 @@ import yaml
 from ultrarl import run_dir as files
 from ultrarl.errors import UltraRLError
 from ultrarl.methods import METHODS
+from ultrarl.report.markdown import cell
 from ultrarl.report.page import render_page
-from ultrarl.report.run_report import read_curve, write_run_report
+from ultrarl.report.run_report import read_curve, refine_report_title, write_run_report
 
 BOOTSTRAP_REPS = 2000
 CURVE_BINS = 20
@@ -272,7 +273,7 @@ def _rewrite_run_reports(bench_dir: Path, rows: list[RunRow]) -> None:
             continue
         baseline = files.bench_run_dir(bench_dir, row.env_id, "ppo", row.seed)
         if (baseline / files.CONFIG).exists():
-            write_run_report(row.run_dir, baseline=baseline)
+            write_run_report(row.run_dir, refine_report_title(METHODS[row.kind].label, row.env_id), baseline)
 
 
 def paired_differences(config: dict[str, Any], rows: list[RunRow], seed: int = 0) -> dict[str, dict[str, Any]]:
@@ -365,7 +366,7 @@ def render_markdown(
                   "| env | method | seed | episode | step | agent action | suggested | r_LLM | reason |",
                   "|---|---|---:|---:|---:|---|---|---:|---|"]
         for s in sample:
-            reason = (s["rationale"] or "(none)").replace("|", "\\|")
+            reason = cell(s["rationale"] or "(none)")
             lines.append(f"| {s['env']} | {s['method']} | {s['seed']} | {s['episode']} | {s['step']} | "
                          f"{s['agent_action_text']} | {s['suggested_action_text']} | {s['implicit_reward']:+.2f} | "
                          f"{reason} |")

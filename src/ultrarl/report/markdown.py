@@ -10,8 +10,13 @@ from ultrarl.run_dir import write_text_atomic
 from ultrarl.explain.explainer import CriticalState
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+_MARKDOWN_SYNTAX = str.maketrans({c: "\\" + c for c in "\\`*_[]()!#|<>"})
+
+
+def cell(text: str) -> str:
+    """Text from outside (an LLM's answer, a state's description) as one table cell of plain
+    text: Markdown's syntax escaped, so an answer never becomes a link, a picture or a row."""
+    return " ".join(text.split()).translate(_MARKDOWN_SYNTAX)
 
 
 def write_report(
@@ -61,8 +66,8 @@ def write_report(
         "|---:|---:|---|---|---|---:|---|",
     ]
     lines += [
-        f"| {s.episode} | {s.step} | {_cell(s.state_text)} | {_cell(s.agent_action_text)} | "
-        f"{_cell(s.suggested_action_text)} | {s.implicit_reward:+.2f} | {_cell(s.rationale)} |"
+        f"| {s.episode} | {s.step} | {cell(s.state_text)} | {cell(s.agent_action_text)} | "
+        f"{cell(s.suggested_action_text)} | {s.implicit_reward:+.2f} | {cell(s.rationale)} |"
         for s in states
     ]
     pictured = [s for s in states if s.frame]

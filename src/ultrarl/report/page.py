@@ -16,7 +16,8 @@ import jinja2
 import markdown
 
 _ENVIRONMENT = jinja2.Environment(loader=jinja2.PackageLoader("ultrarl.report", "templates"), autoescape=True)
-_IMAGE = re.compile(r'<img alt="([^"]*)" src="([^"]+)"\s*/?>')
+_IMAGE = re.compile(r'<img alt="([^"]*)" src="([^"]*)"[^>]*>')
+_LINK = re.compile(r'<a href="([^"]*)"[^>]*>(.*?)</a>', re.S)
 
 
 def render_page(text: str, title: str, base_dir: Path) -> str:
@@ -25,12 +26,14 @@ def render_page(text: str, title: str, base_dir: Path) -> str:
     body = markdown.markdown(source, extensions=["tables", "sane_lists"], output_format="html")
 
     def embed(match: re.Match[str]) -> str:
+        """Only the report's own PNGs, inside its directory, become pictures."""
         alt, src = match.group(1), html.unescape(match.group(2))
-        path = base_dir / src
-        if not path.is_file():
+        path = (base_dir / src).resolve()
+        if path.suffix != ".png" or not path.is_relative_to(base_dir.resolve()) or not path.is_file():
             return f'<span class="missing">[picture not found: {html.escape(src)}]</span>'
         data = base64.b64encode(path.read_bytes()).decode()
         return f'<img alt="{alt}" src="data:image/png;base64,{data}">'
 
+    body = _LINK.sub(lambda match: match.group(2), _IMAGE.sub(embed, body))  # the reports link nowhere
     page = _ENVIRONMENT.get_template("page.html.j2")
-    return page.render(title=title, body=jinja2.utils.markupsafe.Markup(_IMAGE.sub(embed, body)))
+    return page.render(title=title, body=jinja2.utils.markupsafe.Markup(body))

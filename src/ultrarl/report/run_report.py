@@ -19,6 +19,10 @@ from ultrarl.report.page import render_page
 SMOOTHING_EPISODES = 10  # the learning curve's moving average
 
 
+def refine_report_title(label: str, env_id: str) -> str:
+    return f"ultrarl refine: {label} on {env_id}"
+
+
 def write_run_report(run_dir: Path, title: str | None = None, baseline: Path | None = None) -> Path:
     """``baseline``: the run directory of the baseline to draw beside this run's curve."""
     evaluation = files.read_json(run_dir / files.EVAL)
