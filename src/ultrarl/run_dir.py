@@ -80,6 +80,16 @@ def write_model(path: Path, model: Any) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
+def write_figure(path: Path, figure: Any) -> Path:
+    """A matplotlib figure as a PNG, atomically; the figure is closed."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
+    return path
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     write_bytes_atomic(path, text.encode())
 

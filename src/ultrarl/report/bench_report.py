@@ -157,11 +157,7 @@ def performance_profile(config: dict[str, Any], rows: list[RunRow], out_dir: Pat
     ax.set_title("performance profile, 95% stratified-bootstrap bands (rliable)", fontsize=9)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    out = out_dir / files.PERFORMANCE_PROFILE
-    with files.atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out
+    return files.write_figure(out_dir / files.PERFORMANCE_PROFILE, fig)
 
 
 def _estimate(point: Any, interval: Any) -> dict[str, float]:
@@ -204,11 +200,7 @@ def learning_curves(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -
         ax.set_ylabel("episodic return (mean ± std over seeds)")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out_dir / f"curve_{files.env_slug(env_id)}.png"
-        with files.atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        plt.close(fig)
-        paths.append(path)
+        paths.append(files.write_figure(out_dir / f"curve_{files.env_slug(env_id)}.png", fig))
     return paths
 
 

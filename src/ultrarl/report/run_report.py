@@ -81,11 +81,7 @@ def _plot_curve(run_dir: Path, label: str, baseline: Path | None) -> Path | None
     ax.set_title(f"lines: {SMOOTHING_EPISODES}-episode moving mean; points: episodes", fontsize=9)
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
-    out = run_dir / files.CURVE
-    with files.atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out
+    return files.write_figure(run_dir / files.CURVE, fig)
 
 
 def _label(run_dir: Path) -> str:
