@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stable_baselines3 import SAC, TD3
+from stable_baselines3 import DQN, SAC, TD3
 from stable_baselines3.common.logger import Logger
 
 from test_guided_ppo import RecordingVecEnv, _table
 from ultrarl.cli import main
 from ultrarl.envs.factory import make_vec_env
-from ultrarl.refine.guided_off_policy import GuidedSAC, GuidedTD3
+from ultrarl.refine.guided_off_policy import GuidedDQN, GuidedSAC, GuidedTD3
 from ultrarl.refine.modulation import Modulation, ModulationSettings
 
 
@@ -80,3 +80,30 @@ def test_off_policy_agents_refine_with_every_method_family(
     assert any(moved), "refinement trained the actor"
     if method == "oracle":
         assert summary["modulation"]["matched"] > 0
+
+
+def test_dqn_stores_executed_suggestions_explores_at_its_final_epsilon_and_refines(tmp_path: Path) -> None:
+    """CartPole: a table that matches everywhere, override probability 1 (annealed): the buffer
+    holds the suggested action where it ran; the refinement explores with ε = the agent's final ε
+    (its schedule would restart at 1.0); the CLI refines a DQN zip with ultra-ra and continued training."""
+    agent = DQN("MlpPolicy", "CartPole-v1", learning_starts=100, buffer_size=5_000, seed=0, device="cpu")
+    agent.learn(500)
+    path = tmp_path / "dqn.zip"
+    agent.save(path)
+    table = _table("CartPole-v1", np.array(1, dtype=np.int64), radius=100.0)
+    env = RecordingVecEnv(make_vec_env("CartPole-v1", n_envs=1, seed=0))
+    settings = ModulationSettings(override_prob=0.5, anneal_override=False, bc_weight=1.0)
+    model = GuidedDQN.load(path, env=env, device="cpu", modulation=Modulation(table, True, True, settings))
+    model.set_logger(Logger(None, []))
+    model.learn(300)
+    assert model.exploration_schedule(1.0) == pytest.approx(agent.exploration_final_eps)  # from the first step
+    assert agent.exploration_schedule(1.0) == pytest.approx(agent.exploration_initial_eps) != agent.exploration_final_eps
+    n = model.replay_buffer.pos
+    executed = np.concatenate(env.executed)[:n]
+    np.testing.assert_array_equal(model.replay_buffer.actions[:n, 0, 0], executed)
+    assert 0 < model.modulation.stats.total["overridden"] < n
+    for method in ("ppo", "ultra-ra"):
+        assert main(["refine", "CartPole-v1", "--agent", str(path), "--method", method, "--timesteps", "300",
+                     "--episodes", "1", "--eval-episodes", "2", "--token-budget", "800",
+                     "--run-dir", str(tmp_path / method)]) == 0
+        assert DQN.load(tmp_path / method / "model.zip").num_timesteps == 300

@@ -48,7 +48,7 @@ class EnvSettings(BaseModel):
 
 
 class AgentSettings(EnvSettings):
-    agent: str = Field(description="the agent: an SB3 PPO, SAC or TD3 zip, or an RL Zoo run folder (its vecnormalize.pkl "
+    agent: str = Field(description="the agent: an SB3 PPO, SAC, TD3 or DQN zip, or an RL Zoo run folder (its vecnormalize.pkl "
                                    "is applied; so is one beside a zip)", json_schema_extra={"required_flag": True})
     eval_episodes: int = Field(10, gt=0, description="evaluation episodes, deterministic, no guidance")
 
@@ -83,7 +83,7 @@ class IdentifySettings(ExplainSettings):
 
     mask_alpha: float = Field(0.01, ge=0, description="α, the mask network's bonus per blinded step")
     mask_timesteps: int = Field(20_000, gt=0, description="training budget of the mask network (environment steps of PPO)")
-    expert: str | None = Field(None, description="the advisor of --method oracle: an SB3 PPO, SAC or TD3 zip, or an "
+    expert: str | None = Field(None, description="the advisor of --method oracle: an SB3 PPO, SAC, TD3 or DQN zip, or an "
                                                  "RL Zoo run folder")
 
 
@@ -91,7 +91,7 @@ class RefineSettings(IdentifySettings):
     """Everything that determines a refinement run (``ultrarl refine``)."""
 
     method: str = Field("ultra-ra", description="ultra-a, ultra-r, ultra-ra; baselines ppo (continued training of "
-                                                "the agent's own algorithm: PPO, SAC or TD3), statemask-r, rice, "
+                                                "the agent's own algorithm: PPO, SAC, TD3 or DQN), statemask-r, rice, "
                                                 "random, oracle (an upper bound)")
     timesteps: int = Field(50_000, gt=0, description="refinement budget (environment steps)")
     checkpoint_every: int = Field(10_000, ge=0, description="steps between checkpoints (0: none)")

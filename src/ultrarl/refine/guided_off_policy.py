@@ -1,5 +1,5 @@
-"""ULTRA's modulation for off-policy agents (SAC, TD3): the same decisions as ``GuidedPPO``, at
-the two places where SB3's off-policy loop chooses and stores a transition.
+"""ULTRA's modulation for off-policy agents (SAC, TD3, DQN): the same decisions as ``GuidedPPO``,
+at the two places where SB3's off-policy loop chooses and stores a transition.
 
 - ``_sample_action``: at a matched state the suggestion replaces the agent's action (ULTRA-A), so
   the replay buffer holds the action that was executed; an off-policy learner needs no
@@ -8,11 +8,13 @@ the two places where SB3's off-policy loop chooses and stores a transition.
   stored reward where that action ran (ULTRA-R); Monitor, inside the environment, sees the true
   reward, so the logged return is the environment's.
 - ``train``: after the algorithm's gradient steps, as many steps of the supervised term regress
-  the actor's deterministic action on the suggestions (``refine/supervised.py``).
+  the actor's deterministic action on the suggestions (DQN: the cross-entropy of its Q-values
+  taken as logits; ``refine/supervised.py``).
 A refinement acts with the agent's own policy from its first step: the uniform warm-up of
 ``learning_starts`` is for training from scratch, and would replace a trained agent by noise;
 updates start once the replay buffer holds ``learning_starts`` transitions, for continued
-training (``ppo``'s counterpart) and guided methods alike.
+training (``ppo``'s counterpart) and guided methods alike. For the same reason a DQN agent
+explores with the ε its training ended with (``exploration_final_eps``), not the schedule's start.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3 import SAC, TD3
+from stable_baselines3 import DQN, SAC, TD3
 from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.noise import ActionNoise
 
@@ -47,9 +49,10 @@ class GuidedOffPolicyMixin:
     def _setup_model(self) -> None:
         super()._setup_model()  # type: ignore[misc]
         capacity = self.modulation.settings.bc_memory if self.modulation is not None else 1
-        self.supervised = SupervisedTerm(self.actor.parameters(), self.policy.optimizer_class,  # type: ignore[attr-defined]
+        action_shape = () if isinstance(self.action_space, spaces.Discrete) else self.action_space.shape  # type: ignore[attr-defined]
+        self.supervised = SupervisedTerm(self._imitated_parameters(), self.policy.optimizer_class,  # type: ignore[attr-defined]
                                          {"lr": self.lr_schedule(1.0), **self.policy.optimizer_kwargs},  # type: ignore[attr-defined]
-                                         capacity, self.observation_space.shape, self.action_space.shape,  # type: ignore[attr-defined]
+                                         capacity, self.observation_space.shape, action_shape,  # type: ignore[attr-defined]
                                          self.seed or 0)  # type: ignore[attr-defined]
         self._implicit = np.zeros(0, dtype=np.float32)
 
@@ -87,7 +90,8 @@ class GuidedOffPolicyMixin:
             suggested = advice.suggested[advice.override[advice.matched]]
             actions, buffer_actions = actions.copy(), buffer_actions.copy()
             actions[advice.override] = suggested
-            buffer_actions[advice.override] = self.policy.scale_action(suggested)  # type: ignore[attr-defined]
+            buffer_actions[advice.override] = (self.policy.scale_action(suggested)  # type: ignore[attr-defined]
+                                               if isinstance(self.action_space, spaces.Box) else suggested)  # type: ignore[attr-defined]
         self._implicit = advice.implicit
         return actions, buffer_actions
 
@@ -119,7 +123,7 @@ class GuidedOffPolicyMixin:
             return
         weight = self.modulation.bc_weight(self._current_progress_remaining)
         if weight > 0:
-            self.actor.set_training_mode(True)  # type: ignore[attr-defined]
+            self.policy.set_training_mode(True)  # type: ignore[attr-defined]
             learning_rate = self.lr_schedule(self._current_progress_remaining)  # type: ignore[attr-defined]
             loss = self.supervised.train(self._imitation_loss, weight, learning_rate, gradient_steps, batch_size,
                                          None, self.device)  # type: ignore[attr-defined]
@@ -137,6 +141,9 @@ class GuidedOffPolicyMixin:
 
     def _actor_action(self, obs: th.Tensor) -> th.Tensor:
         raise NotImplementedError
+
+    def _imitated_parameters(self) -> Any:
+        return self.actor.parameters()  # type: ignore[attr-defined]
 
     def supervised_state(self) -> dict[str, Any]:
         return self.supervised.state()
@@ -157,3 +164,18 @@ class GuidedTD3(GuidedOffPolicyMixin, TD3):
 
     def _actor_action(self, obs: th.Tensor) -> th.Tensor:
         return self.actor(obs)
+
+
+class GuidedDQN(GuidedOffPolicyMixin, DQN):
+    """DQN with ULTRA's modulation; it explores with the ε its training ended with."""
+
+    def _setup_learn(self, total_timesteps, callback=None, reset_num_timesteps=True, tb_log_name="run", progress_bar=False):  # type: ignore[no-untyped-def]
+        final = self.exploration_final_eps
+        self.exploration_schedule = lambda _progress: final
+        return super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
+
+    def _imitated_parameters(self) -> Any:
+        return self.q_net.parameters()
+
+    def _imitation_loss(self, obs: th.Tensor, suggested: th.Tensor) -> th.Tensor:
+        return th.nn.functional.cross_entropy(self.q_net(obs), suggested.long().flatten())

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-from stable_baselines3 import PPO, SAC, TD3
+from stable_baselines3 import DQN, PPO, SAC, TD3
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger, configure
@@ -37,7 +37,7 @@ from ultrarl.refine.agent_files import (
 from ultrarl.refine.callbacks import ExplorationLogger, TrueReturnLogger
 from ultrarl.refine.checkpoint import Checkpoint, PeriodicCheckpoint
 from ultrarl.refine.exploration import CriticalStateResets, RNDBonus
-from ultrarl.refine.guided_off_policy import GuidedSAC, GuidedTD3
+from ultrarl.refine.guided_off_policy import GuidedDQN, GuidedSAC, GuidedTD3
 from ultrarl.refine.guided_ppo import GuidedPPO
 from ultrarl.refine.modulation import Advisor, Modulation, ModulationSettings
 from ultrarl.refine.training_state import RestoreTrainingState, capture_training_state
@@ -48,7 +48,7 @@ from ultrarl.run_dir import write_bytes_atomic, write_model
 # refine through their guided class, continued training included: it changes how the algorithm
 # starts (no uniform warm-up), the same for every method. PPO refines plainly without guidance.
 ALGORITHMS: dict[str, tuple[type[BaseAlgorithm], type[BaseAlgorithm]]] = {
-    "PPO": (PPO, GuidedPPO), "SAC": (SAC, GuidedSAC), "TD3": (TD3, GuidedTD3),
+    "PPO": (PPO, GuidedPPO), "SAC": (SAC, GuidedSAC), "TD3": (TD3, GuidedTD3), "DQN": (DQN, GuidedDQN),
 }
 
 
@@ -64,7 +64,7 @@ def _algorithm(path: Path) -> str:
     if family == "common":  # ActorCriticPolicy: PPO (or A2C, which has no clip range)
         family = "ppo" if "clip_range" in data else "a2c"
     if family.upper() not in ALGORITHMS:
-        raise UltraRLError(f"agent {path} was trained with {family.upper()}; ultrarl refines PPO, SAC and TD3 agents")
+        raise UltraRLError(f"agent {path} was trained with {family.upper()}; ultrarl refines PPO, SAC, TD3 and DQN agents")
     return family.upper()
 
 
@@ -74,7 +74,7 @@ def refinement_class(model: BaseAlgorithm, guided: bool) -> type[BaseAlgorithm]:
 
 
 def load_agent(path: str | Path, **kwargs: object) -> BaseAlgorithm:
-    """Load an SB3 PPO, SAC or TD3 zip, turning every way it can be broken into one clear error."""
+    """Load an SB3 PPO, SAC, TD3 or DQN zip, turning every way it can be broken into one clear error."""
     path = Path(path)
     if not path.is_file():
         raise UltraRLError(f"agent file {path} does not exist")
@@ -103,11 +103,11 @@ def load_checked_agent(path: str | Path, env_id: str) -> BaseAlgorithm | Normali
 
 
 class Refiner:
-    """Refines a sub-optimal PPO, SAC or TD3 agent with one of ULTRA's variants or a baseline:
+    """Refines a sub-optimal PPO, SAC, TD3 or DQN agent with one of ULTRA's variants or a baseline:
     continued training of its own algorithm (``ppo``),
     StateMask-R, RICE, random (resets to critical states, RND) or the oracle (an expert advisor).
 
-    :param agent: the agent (an SB3 PPO, SAC or TD3 model, whose spaces were checked) or its path
+    :param agent: the agent (an SB3 PPO, SAC, TD3 or DQN model, whose spaces were checked) or its path
     :param env_id: the environment
     :param method: a name in ``ultrarl.methods.METHODS``: it decides override and shaping
     :param guidance: the guidance table (guided methods)
