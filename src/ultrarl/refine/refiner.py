@@ -69,6 +69,8 @@ def _algorithm(path: Path) -> str:
 
 
 def refinement_class(model: BaseAlgorithm, guided: bool) -> type[BaseAlgorithm]:
+    """The class that refines ``model``: its guided class where there is guidance or the
+    algorithm is off-policy, else plain PPO."""
     plain, guided_class = next(classes for classes in ALGORITHMS.values() if isinstance(model, classes[0]))
     return guided_class if guided or plain is not PPO else plain
 
