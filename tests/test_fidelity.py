@@ -15,7 +15,7 @@ from ultrarl import run_dir as files
 from ultrarl.cli import main
 from ultrarl.envs.factory import make_env
 from ultrarl.envs.snapshot import Snapshot
-from ultrarl.explain.fidelity import fixed_arm, paired_gains, random_arm, significant
+from ultrarl.explain.fidelity import advisor_arm, fixed_arm, paired_gains, random_arm, significant
 from ultrarl.pipeline import pretrain
 from ultrarl.settings import PretrainSettings
 
@@ -40,6 +40,25 @@ def test_paired_rollouts_rate_the_corrective_push_and_the_perturbation(cartpole_
     drop_falling = paired_gains(env, agent, falling, fixed_arm(RIGHT), random_arm(env.action_space, 5), 16, 50, 0)
     drop_upright = paired_gains(env, agent, upright, fixed_arm(RIGHT), random_arm(env.action_space, 5), 16, 50, 0)
     assert drop_falling.mean() > drop_upright.mean() + 1.0
+    env.close()
+
+
+def test_a_followed_advisor_is_asked_at_every_state_it_reaches(cartpole_agent_path: Path) -> None:
+    """Advice followed for A steps: a live advisor sees the states its own actions lead to. A
+    balancing controller held for 40 steps from a falling pole beats one corrective push, which
+    beats the agent's own push the wrong way."""
+    env, agent = make_env("CartPole-v1"), PPO.load(cartpole_agent_path, device="cpu")
+    falling = _cartpole(0.12, 0.5)
+    seen: list[np.ndarray] = []
+
+    def balance(obs: np.ndarray) -> np.ndarray:  # push towards the side the pole falls to
+        seen.append(np.array(obs[0], copy=True))
+        return (obs[:, 2] + 0.5 * obs[:, 3] > 0).astype(np.int64)
+
+    held = paired_gains(env, agent, falling, advisor_arm(balance, 40), fixed_arm(LEFT), 4, 60, seed=0)
+    single = paired_gains(env, agent, falling, fixed_arm(RIGHT), fixed_arm(LEFT), 4, 60, seed=0)
+    assert len(seen) == 4 * 40 and len({tuple(o) for o in seen}) == 40  # a new state at each step (the pairs agree)
+    assert held.mean() > single.mean() > 0
     env.close()
 
 

@@ -68,7 +68,7 @@ def _advisor(settings: FidelityRunSettings, method: Method, advisor_dir: Path, a
                       f"drop {record.drop:+.3g} vs {record.control_drop:+.3g} at a random step{gain}")
 
     records = measure_fidelity(found.states, found.trajectories, agent, settings.env_id, settings.fidelity,
-                               settings.seed, method.suggests, on_state=on_state)
+                               settings.seed, method.suggests, on_state=on_state, advisor=found.advisor)
     by_step = {(s.episode, s.step): s for s in found.states}
     files.write_text_atomic(advisor_dir / files.FIDELITY_STATES, "".join(
         json.dumps({**by_step[(r.episode, r.step)].model_dump(mode="json", exclude={"frame"}),
@@ -85,7 +85,13 @@ def legend(settings: FidelityRunSettings) -> str:
             f"of {f.horizon} steps with common random numbers. Drop: return of the agent's own action minus return "
             f"of {f.perturb_steps} random actions, each then followed by the agent's policy; criticality: drop at "
             f"the advisor's states minus drop at a uniformly random step of the same episode. Advice gain: return "
-            f"of the suggestion minus return of the agent's own action; a suggestion helps when its gain exceeds "
-            f"{f.z:g} standard errors. Random action's gain: the same with one uniformly random action instead of "
-            f"the suggestion (same pairs), the control; advice over random: advice gain minus that, per state. "
+            f"of the suggestion{_followed(f.follow_steps)} minus return of the agent's own action; a suggestion "
+            f"helps when its gain exceeds {f.z:g} standard errors. Random action's gain: the same with "
+            f"{f.follow_steps} uniformly random action(s) instead of the suggestion (same pairs), the control; "
+            f"advice over random: advice gain minus that, per state. "
             f"Intervals: 95% bootstrap over states; * excludes 0.")
+
+
+def _followed(steps: int) -> str:
+    return "" if steps == 1 else (f" followed for {steps} steps (the expert asked at each state it reaches; an "
+                                  f"LLM's suggestion held)")

@@ -48,10 +48,16 @@ class FidelitySettings(BaseModel):
     horizon: int = Field(50, gt=0, description="H, steps per rollout (environment steps)")
     perturb_steps: int = Field(5, gt=0, description="K, random actions that replace the agent's at a state (steps)")
     z: float = Field(2.0, ge=0, description="a suggestion helps when its mean gain exceeds z standard errors")
+    follow_steps: int = Field(1, gt=0, description="A, steps the advice is followed before the agent takes over: "
+                                                   "the expert asked at each visited state, an LLM's suggestion "
+                                                   "held, the control's random actions drawn afresh (steps)")
 
 
-# An arm of a paired comparison: the actions that start the rollout of pair ``seed``.
+# An arm of a paired comparison: the actions that start the rollout of pair ``seed``; an entry
+# may be a function of the observation (an advisor asked at the state the rollout reached).
 Arm = Callable[[int], Sequence[Any]]
+# An advisor maps a batch of raw observations to actions (as ``refine.modulation.Advisor``).
+Advisor = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -93,6 +99,8 @@ def rollout_return(
     for step in range(horizon):
         if step < len(first_actions):
             action = first_actions[step]
+            if callable(action):
+                action = action(obs)
         else:
             action, _ = agent.predict(obs, deterministic=False)
         obs, reward, terminated, truncated, _ = env.step(action)
@@ -116,6 +124,15 @@ def paired_gains(
 
 def fixed_arm(*actions: Any) -> Arm:
     return lambda _seed: [env_action(a) for a in actions]
+
+
+def advisor_arm(advisor: Advisor, steps: int) -> Arm:
+    """The advisor in control for ``steps`` steps, asked at each state the rollout reaches."""
+
+    def ask(obs: np.ndarray) -> Any:
+        return env_action(np.asarray(advisor(np.asarray(obs)[None]))[0])
+
+    return lambda _seed: [ask] * steps
 
 
 def random_arm(space: gym.Space, count: int) -> Arm:
@@ -163,19 +180,25 @@ def _drop(env: gym.Env, agent: BaseAlgorithm, trajectory: Trajectory, step: int,
 
 def measure_state(
     env: gym.Env, agent: BaseAlgorithm, trajectory: Trajectory, state: CriticalState, settings: FidelitySettings,
-    seed: int, suggests: bool,
+    seed: int, suggests: bool, advisor: Advisor | None = None,
 ) -> StateFidelity:
-    """Criticality at ``state`` and at a control step of its episode; the advice's gain if it suggests."""
+    """Criticality at ``state`` and at a control step of its episode; the advice's gain if it
+    suggests (followed for ``follow_steps``: a live ``advisor`` is asked at each state, else the
+    suggestion is held)."""
     assert trajectory.snapshots is not None
     control = int(np.random.default_rng([seed, state.episode, state.step]).integers(trajectory.length))
     record = StateFidelity(state.episode, state.step, _drop(env, agent, trajectory, state.step, settings, seed),
                            control, _drop(env, agent, trajectory, control, settings, seed))
     snapshot, advice_seed = trajectory.snapshots[state.step], _state_seed(seed, state.episode, state.step) + 7_919
-    random_gains = paired_gains(env, agent, snapshot, random_arm(env.action_space, 1), fixed_arm(state.agent_action),
-                                settings.samples, settings.horizon, advice_seed)
+    follow = settings.follow_steps
+    own = fixed_arm(state.agent_action)
+    random_gains = paired_gains(env, agent, snapshot, random_arm(env.action_space, follow), own, settings.samples,
+                                settings.horizon, advice_seed)
     record.random_gain = float(random_gains.mean())
     if suggests:
-        gains = advice_gains(env, agent, snapshot, state, settings.samples, settings.horizon, advice_seed)
+        advice = (fixed_arm(*[state.suggested_action] * follow) if advisor is None or follow == 1
+                  else advisor_arm(advisor, follow))
+        gains = paired_gains(env, agent, snapshot, advice, own, settings.samples, settings.horizon, advice_seed)
         record.advice_gain, record.advice_stderr = float(gains.mean()), _stderr(gains)
         record.helps = significant(gains, settings.z)
     return record
@@ -184,7 +207,7 @@ def measure_state(
 def measure_fidelity(
     states: list[CriticalState], trajectories: list[Trajectory], agent: BaseAlgorithm, env_id: str,
     settings: FidelitySettings, seed: int, suggests: bool,
-    on_state: Callable[[int, StateFidelity], None] | None = None,
+    on_state: Callable[[int, StateFidelity], None] | None = None, advisor: Advisor | None = None,
 ) -> list[StateFidelity]:
     """Every state whose episode kept snapshots, measured; in the order of ``states``."""
     by_episode = {t.episode: t for t in trajectories}
@@ -195,7 +218,7 @@ def measure_fidelity(
             trajectory = by_episode.get(state.episode)
             if trajectory is None or trajectory.snapshots is None:
                 continue
-            records.append(measure_state(env, agent, trajectory, state, settings, seed, suggests))
+            records.append(measure_state(env, agent, trajectory, state, settings, seed, suggests, advisor))
             if on_state is not None:
                 on_state(len(records), records[-1])
     finally:
