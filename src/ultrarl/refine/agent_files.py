@@ -40,7 +40,7 @@ class NormalizedAgent:
     """An SB3 model trained on VecNormalize'd observations, acting on raw ones.
 
     :param model: the SB3 model
-    :param normalization: its VecNormalize statistics (no environment attached)
+    :param normalization: its VecNormalize statistics (only ``normalize_obs`` is used)
     Every attribute but ``predict`` is the model's.
     """
 
@@ -95,7 +95,7 @@ def locate_agent(path: str | Path, env_id: str) -> AgentFiles:
 
 
 def load_normalization(path: Path) -> VecNormalize:
-    """VecNormalize statistics, without an environment (``set_venv`` attaches one)."""
+    """VecNormalize statistics, without an environment (``attach_normalization`` gives them one)."""
     try:
         with open(path, "rb") as f:
             normalization = pickle.load(f)  # SB3's VecNormalize.save format; the user's own file

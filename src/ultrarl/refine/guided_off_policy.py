@@ -145,12 +145,6 @@ class GuidedOffPolicyMixin:
     def _imitated_parameters(self) -> Any:
         return self.actor.parameters()  # type: ignore[attr-defined]
 
-    def supervised_state(self) -> dict[str, Any]:
-        return self.supervised.state()
-
-    def load_supervised_state(self, state: dict[str, Any]) -> None:
-        self.supervised.load_state(state)
-
 
 class GuidedSAC(GuidedOffPolicyMixin, SAC):
     """SAC with ULTRA's modulation."""

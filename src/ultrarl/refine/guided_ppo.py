@@ -66,13 +66,6 @@ class GuidedPPO(PPO):
             self.supervised.remember_table(self.modulation, self._policy_obs)
         return result
 
-    def supervised_state(self) -> dict[str, Any]:
-        """The supervised term's memory, random state and optimiser, for an exact resume."""
-        return self.supervised.state()
-
-    def load_supervised_state(self, state: dict[str, Any]) -> None:
-        self.supervised.load_state(state)
-
     def _policy_obs(self, raw: np.ndarray) -> np.ndarray:
         return policy_observations(self._vec_normalize_env, raw)
 

@@ -10,7 +10,7 @@ rollout buffer is empty and needs no saving. What does need saving:
   ultrarl's own wrappers (the critical-state resets' RNG) and vector wrappers (RND's pending
   batch, through ``RNDBonus.state``, saved beside this; VecNormalize's running statistics);
 - the observation the next step acts on and the episode-start flags;
-- the supervised term's memory, random state and optimiser (``supervised_state``);
+- the supervised term's memory, random state and optimiser (``SupervisedTerm.state``);
 - an off-policy agent's replay buffer.
 Environments that cannot be snapshotted resume at fresh episodes, as before; the refine summary
 says whether a resume was exact.
@@ -100,8 +100,9 @@ def capture_training_state(model: BaseAlgorithm, with_envs: bool) -> dict[str, A
         state["raw_obs"] = np.array(raw, copy=True)
         state["last_obs"] = np.array(model._last_obs, copy=True)
         state["last_episode_starts"] = np.array(model._last_episode_starts, copy=True)
-    if callable(getattr(model, "supervised_state", None)):
-        state["supervised"] = model.supervised_state()  # type: ignore[attr-defined]
+    supervised = getattr(model, "supervised", None)  # the guided classes' SupervisedTerm
+    if supervised is not None:
+        state["supervised"] = supervised.state()
     if getattr(model, "replay_buffer", None) is not None:  # off-policy: what the next updates sample
         state["replay_buffer"] = model.replay_buffer  # type: ignore[attr-defined]
     return state
@@ -123,7 +124,7 @@ def restore_training_state(model: BaseAlgorithm, state: dict[str, Any]) -> None:
         model._last_obs = np.array(state["last_obs"], copy=True)  # type: ignore[assignment]
         model._last_episode_starts = np.array(state["last_episode_starts"], copy=True)
     if "supervised" in state:
-        model.load_supervised_state(state["supervised"])  # type: ignore[attr-defined]
+        model.supervised.load_state(state["supervised"])  # type: ignore[attr-defined]
     if "replay_buffer" in state:
         model.replay_buffer = state["replay_buffer"]  # type: ignore[attr-defined]
     th.set_rng_state(state["rng"]["torch"])
