@@ -96,7 +96,7 @@ def rliable_estimates(config: dict[str, Any], rows: list[RunRow], seed: int = 0)
     np.random.seed(seed)  # rliable's bootstrap draws from numpy's global RNG
     envs = config["envs"]
     names = [m["name"] for m in config["methods"]]
-    complete = [n for n in names if all(len(_scores(rows, e, n)) == len(config["seeds"]) for e in envs)]
+    complete = _complete_methods(config, rows, names)
     out: dict[str, Any] = {"per_env": {}, "normalised_iqm": {}, "prob_improvement_over_ppo": {}}
     if not complete:
         return out
@@ -108,7 +108,7 @@ def rliable_estimates(config: dict[str, Any], rows: list[RunRow], seed: int = 0)
         scores = {n: _scores(rows, env_id, n).reshape(-1, 1) for n in complete}
         point, interval = rly.get_interval_estimates(scores, iqm, reps=BOOTSTRAP_REPS)
         out["per_env"][env_id] = {n: _estimate(point[n], interval[n]) for n in complete}
-    matrix = {n: np.stack([_scores(rows, e, n) for e in envs], axis=1) for n in complete}
+    matrix = _score_matrix(rows, envs, complete)
     normalised = _normalised(matrix)
     point, interval = rly.get_interval_estimates(normalised, iqm, reps=BOOTSTRAP_REPS)
     out["normalised_iqm"] = {n: _estimate(point[n], interval[n]) for n in complete}
@@ -119,6 +119,16 @@ def rliable_estimates(config: dict[str, Any], rows: list[RunRow], seed: int = 0)
                                                          reps=BOOTSTRAP_REPS)
             out["prob_improvement_over_ppo"] = {k.split(",")[0]: _estimate(point[k], interval[k]) for k in pairs}
     return out
+
+
+def _complete_methods(config: dict[str, Any], rows: list[RunRow], names: list[str]) -> list[str]:
+    """The methods with every seed finished on every environment (rliable needs full matrices)."""
+    return [n for n in names if all(len(_scores(rows, e, n)) == len(config["seeds"]) for e in config["envs"])]
+
+
+def _score_matrix(rows: list[RunRow], envs: list[str], names: list[str]) -> dict[str, np.ndarray]:
+    """(seeds x envs) final returns per method."""
+    return {n: np.stack([_scores(rows, e, n) for e in envs], axis=1) for n in names}
 
 
 def _normalised(matrix: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -136,7 +146,7 @@ def performance_profile(config: dict[str, Any], rows: list[RunRow], out_dir: Pat
     from rliable import library as rly
 
     envs, names = config["envs"], [m["name"] for m in config["methods"]]
-    complete = [n for n in names if all(len(_scores(rows, e, n)) == len(config["seeds"]) for e in envs)]
+    complete = _complete_methods(config, rows, names)
     if len(complete) < 2:
         return None
     import matplotlib
@@ -145,7 +155,7 @@ def performance_profile(config: dict[str, Any], rows: list[RunRow], out_dir: Pat
     import matplotlib.pyplot as plt
 
     np.random.seed(0)  # rliable's bootstrap draws from numpy's global RNG
-    normalised = _normalised({n: np.stack([_scores(rows, e, n) for e in envs], axis=1) for n in complete})
+    normalised = _normalised(_score_matrix(rows, envs, complete))
     taus = np.linspace(0.0, 1.0, 41)
     profiles, bands = rly.create_performance_profile(normalised, taus, reps=BOOTSTRAP_REPS)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
