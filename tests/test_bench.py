@@ -126,3 +126,28 @@ def test_run_directory_report_is_rebuilt(cartpole_agent_path: Path, tmp_path: Pa
     assert "after ppo" in (run_dir / "report.md").read_text()
     assert "data:image/png;base64," in (run_dir / "report.html").read_text()
     capsys.readouterr()
+
+
+def test_tasks_give_an_environment_its_own_seeds_budget_and_settings(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A fast task with more seeds beside a slow one with fewer, each with its budget, in one grid."""
+    config = {**TINY, "envs": ["CartPole-v1", "Pendulum-v1"], "methods": ["none", "ppo"], "seeds": [0, 1],
+              "tasks": {"Pendulum-v1": {"seeds": [5], "refine_timesteps": 1024, "settings": {"mask_timesteps": 512}}}}
+    code, out, err = _bench(tmp_path, config, capsys, "--workers", "2")
+    assert code == 0, err
+    assert out.count(": done") == 3 + 6  # agents: 2 CartPole + 1 Pendulum; runs: 2 x 2 + 1 x 2
+    bench = tmp_path / "out"
+    pendulum = yaml.safe_load((bench / "runs/Pendulum-v1/ppo/seed5/config.yaml").read_text())
+    cartpole = yaml.safe_load((bench / "runs/CartPole-v1/ppo/seed1/config.yaml").read_text())
+    assert (pendulum["timesteps"], pendulum["mask_timesteps"]) == (1024, 512)
+    assert (cartpole["timesteps"], cartpole["mask_timesteps"]) == (2048, 20_000)  # the default
+    assert not (bench / "runs/Pendulum-v1/ppo/seed0").exists()
+    with open(bench / "results.csv") as f:
+        assert sorted((r["env"], r["seed"]) for r in csv.DictReader(f) if r["method"] == "ppo") == [
+            ("CartPole-v1", "0"), ("CartPole-v1", "1"), ("Pendulum-v1", "5")]
+    report = (bench / "report.md").read_text()
+    assert "- Pendulum-v1: seeds [5]; sub-optimal agents: PPO 1024 steps; refinement budget 1024 steps" in report
+    assert "- CartPole-v1: seeds [0, 1]; sub-optimal agents: PPO 1024 steps; refinement budget 2048 steps" in report
+    assert "ppo" in json.loads((bench / "estimates.json").read_text())["normalised_iqm"]  # across tasks: 1 seed each
+    bad = {**config, "tasks": {"Acrobot-v1": {"seeds": [0]}}}
+    code, _, err = _bench(tmp_path, bad, capsys)
+    assert code == 2 and "tasks name environments not in envs: Acrobot-v1" in err

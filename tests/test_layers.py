@@ -14,7 +14,7 @@ LEVELS = {
     "ultrarl": 0, "errors": 0, "run_dir": 0, "methods": 0,
     "envs": 1, "interpret": 2, "llm": 3, "explain": 4, "guidance": 5, "refine": 6, "evaluate": 7,
     "report": 8, "settings": 9, "stages": 10, "resume": 10, "pipeline": 10, "fidelity": 10, "plateau": 10, "bench": 11,
-    "demo": 12, "cli": 12, "__main__": 12,
+    "experts": 10, "demo": 12, "cli": 12, "__main__": 12,
 }
 
 

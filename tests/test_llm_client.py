@@ -25,7 +25,7 @@ class ScriptedBackend:
         self.replies = list(replies)
         self.requests: list[list[dict[str, str]]] = []
 
-    def chat(self, messages, schema, max_tokens, temperature, seed):  # type: ignore[no-untyped-def]
+    def chat(self, messages, schema, max_tokens, temperature, seed, shared_prefix=""):  # type: ignore[no-untyped-def]
         self.requests.append(messages)
         return ChatResult(self.replies.pop(0), prompt_tokens=10, completion_tokens=5, latency_s=0.01)
 

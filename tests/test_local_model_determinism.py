@@ -22,3 +22,27 @@ def test_answers_do_not_depend_on_the_prompt_thread_count() -> None:
         assert backend.prompt_threads == threads and backend.config["generation_threads"] == 1
         answers.append(backend.chat(prompt.messages, prompt.schema, 400, 0.0, 0).text)
     assert answers[0] == answers[1] and answers[0]
+
+
+def test_the_shared_prefix_cache_gives_each_prompt_one_answer_whatever_was_asked_before() -> None:
+    """With ``prefix_cache`` the model keeps the evaluated system prompt and environment context
+    and reads only each episode: an answer must still depend on its own prompt alone (not on the
+    call before it, as llama.cpp's own reuse of the previous prompt does), and less is read."""
+    first, second = preview_prompts(ExplainSettings(env_id="MountainCarContinuous-v0", agent=str(AGENT), episodes=2,
+                                                    token_budget=1500, seed=0))
+    assert first.shared_prefix.startswith("Environment: MountainCarContinuous")
+    assert first.shared_prefix.endswith("car velocity (m/s).\n\n")  # up to the line naming the episode
+    assert first.shared_prefix == second.shared_prefix and first.messages[1]["content"].startswith(first.shared_prefix)
+
+    def ask(backend: LocalLlamaBackend, prompt) -> str:  # type: ignore[no-untyped-def]
+        return backend.chat(prompt.messages, prompt.schema, 400, 0.0, 0, prompt.shared_prefix).text
+
+    cached = LocalLlamaBackend("smollm2", prefix_cache=True)
+    assert cached.config["prefix_reuse"] == "shared-prefix"
+    answers = [ask(cached, first), ask(cached, second), ask(cached, first)]
+    held = len(cached._prefix_tokens)
+    assert held > 0.5 * cached.count_tokens(first.shared_prefix)  # the context is held, not only the system turn
+    assert list(cached._llama.input_ids[:held]) == cached._prefix_tokens
+    fresh = LocalLlamaBackend("smollm2", prefix_cache=True)
+    assert answers[0] == answers[2] == ask(fresh, first)  # asked first, after another prompt, by a new model
+    assert answers[1] == ask(fresh, second)

@@ -16,15 +16,11 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
-import torch as th
-from stable_baselines3 import PPO
-
-from ultrarl.envs.factory import make_vec_env
+from ultrarl.experts import EXPERT_SEED, pumping_expert
 from ultrarl.pipeline import RefineOutcome, pretrain, refine_agent
 from ultrarl.report.console import console, critical_states_table, returns_table
 from ultrarl.report.markdown import write_report
-from ultrarl.run_dir import write_json, write_model
+from ultrarl.run_dir import write_json
 from ultrarl.settings import PretrainSettings, RefineSettings
 
 DEMO_ENV = "MountainCarContinuous-v0"
@@ -34,28 +30,6 @@ REFINE_STEPS = 20_480
 EPISODES = 4
 TOKEN_BUDGET = 1500  # the embedded model reads ~170 prompt tokens/s on 2 cores
 EVAL_EPISODES = 20
-EXPERT_SEED = 10_000
-
-
-def pumping_expert(out: Path, seed: int = EXPERT_SEED) -> PPO:
-    """An SB3 PPO policy whose mean action is MountainCar's energy-pumping controller
-    a = sign(velocity) (it reaches the flag from every start), fitted by regression on states
-    drawn over the whole state box. The oracle's advisor here and in the shipped benchmark."""
-    env = make_vec_env(DEMO_ENV, seed=seed)
-    expert = PPO("MlpPolicy", env, seed=seed, device="cpu", policy_kwargs={"log_std_init": -3.0})
-    rng = np.random.default_rng(seed)
-    obs = np.stack([rng.uniform(-1.2, 0.6, 20_000), rng.uniform(-0.07, 0.07, 20_000)], axis=1).astype(np.float32)
-    target = np.where(obs[:, 1:] >= 0, 1.0, -1.0).astype(np.float32)
-    optimiser = th.optim.Adam(expert.policy.parameters(), lr=1e-3)
-    for _ in range(3000):
-        index = rng.integers(len(obs), size=256)
-        mean = expert.policy.get_distribution(th.as_tensor(obs[index])).distribution.mean
-        loss = ((th.clamp(mean, -1, 1) - th.as_tensor(target[index])) ** 2).mean()
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    write_model(out, expert)
-    return expert
 
 
 def _made_once(path: Path, wanted: dict[str, object], make: object, what: str) -> Path:

@@ -32,13 +32,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ultrarl import run_dir as files
 from ultrarl.errors import UltraRLError, checked_value
+from ultrarl.experts import EXPERT_SEED  # the oracle's expert is trained once per environment, on its own seed
 from ultrarl.methods import get_method
 from ultrarl.pipeline import pretrain, refine_agent
+from ultrarl.report.bench_report import task_config
 from ultrarl.refine.refiner import load_checked_agent
 from ultrarl.settings import PretrainSettings, RefineSettings, build_settings, merge, read_yaml_mapping
 from ultrarl.stages import evaluate
 
-EXPERT_SEED = 10_000  # the oracle's expert is trained once per environment, on its own seed
 
 
 class MethodSpec(BaseModel):
@@ -54,6 +55,20 @@ class MethodSpec(BaseModel):
     @classmethod
     def _known(cls, value: str) -> str:
         return checked_value(lambda name: get_method(name, refining=False), value)
+
+
+class TaskSettings(BaseModel):
+    """What one environment of the grid does differently from the bench's defaults (as the
+    stuck-agent tasks need: 10 seeds of a fast task beside 5 of a MuJoCo one, each its budget)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeds: list[int] | None = Field(None, min_length=1)
+    pretrain_timesteps: int | None = Field(None, gt=0)
+    refine_timesteps: int | None = Field(None, gt=0)
+    eval_episodes: int | None = Field(None, gt=0)
+    explain_episodes: int | None = Field(None, gt=0)
+    settings: dict[str, Any] = Field(default_factory=dict, description="merged over the bench's settings")
 
 
 class BenchConfig(BaseModel):
@@ -79,6 +94,15 @@ class BenchConfig(BaseModel):
         description="env -> the env its expert is trained on (same spaces; e.g. a sparse variant's dense twin)",
     )
     settings: dict[str, Any] = Field(default_factory=dict, description="RefineSettings for every run")
+    tasks: dict[str, TaskSettings] = Field(default_factory=dict, description="env -> its own seeds, budgets, settings")
+
+    def for_env(self, env_id: str) -> BenchConfig:
+        """The grid as it applies to ``env_id``: its task's entries replace the bench's own."""
+        task = self.tasks.get(env_id)
+        if task is None:
+            return self
+        update = {k: v for k, v in task_config(self.model_dump(), env_id).items() if k in TaskSettings.model_fields}
+        return self.model_copy(update={**update, "settings": merge(self.settings, task.settings)})
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -93,10 +117,13 @@ def load_bench_config(path: Path) -> BenchConfig:
     names = [m.name for m in config.methods]
     if len(set(names)) != len(names):
         raise UltraRLError(f"bench config {path}: method names must be unique, got {names}")
+    unknown = sorted(set(config.tasks) - set(config.envs))
+    if unknown:
+        raise UltraRLError(f"bench config {path}: tasks name environments not in envs: {', '.join(unknown)}")
     for spec in config.methods:  # a bad setting fails now, not hours into the grid
         for env_id in config.envs:
             try:
-                run_settings(config, spec, env_id, config.seeds[0], Path("agent.zip"), path.parent)
+                run_settings(config, spec, env_id, config.for_env(env_id).seeds[0], Path("agent.zip"), path.parent)
             except UltraRLError as exc:
                 raise UltraRLError(f"bench config {path}, method {spec.name}: {exc}") from exc
     return config
@@ -164,7 +191,7 @@ def _execute(job: Job) -> JobResult:
     try:
         if job.kind == "agent":
             status = _pretrain(agent_path(bench_dir, config, job.env_id, job.seed), job.env_id,
-                               config.pretrain_timesteps, job.seed, config.settings.get("gym_packages"))
+                               config.for_env(job.env_id).pretrain_timesteps, job.seed, config.settings.get("gym_packages"))
             return JobResult(job, status, wall_time_s=time.perf_counter() - start)
         if job.kind == "expert":
             status = _pretrain(expert_path(bench_dir, config, job.env_id), job.env_id,
@@ -223,8 +250,10 @@ def _run(job: Job, bench_dir: Path, config: BenchConfig, start: float) -> JobRes
 def run_settings(
     config: BenchConfig, spec: MethodSpec, env_id: str, seed: int, agent: Path, bench_dir: Path
 ) -> RefineSettings:
-    """The settings of one run: the grid's, then the bench-wide settings, then the method's."""
+    """The settings of one run: the grid's, then the bench-wide settings (the task's merged over
+    them), then the method's."""
     method = get_method(spec.method, refining=False)
+    config = config.for_env(env_id)
     values: dict[str, Any] = {
         "env_id": env_id, "agent": str(agent), "seed": seed, "episodes": config.explain_episodes,
         "llm": {"model": config.llm}, "eval_episodes": config.eval_episodes, "timesteps": config.refine_timesteps,
@@ -336,8 +365,8 @@ class GridRunner:
 def plan_jobs(config: BenchConfig, bench_dir: Path) -> tuple[list[Job], list[Job], list[Job]]:
     """(agents, experts, runs): agents and experts first, since the runs need them."""
     data = config.model_dump(mode="json")
-    agents = [Job("agent", env, seed, str(bench_dir), data) for env in config.envs for seed in config.seeds
-              if env not in config.agents]
+    agents = [Job("agent", env, seed, str(bench_dir), data) for env in config.envs
+              for seed in config.for_env(env).seeds if env not in config.agents]
     wants_oracle = any(m.method == "oracle" for m in config.methods)
     expert_envs = sorted({expert_env(config, env) for env in config.envs if env not in config.experts})
     experts = [Job("expert", env, EXPERT_SEED, str(bench_dir), data) for env in expert_envs] if wants_oracle else []
@@ -345,7 +374,7 @@ def plan_jobs(config: BenchConfig, bench_dir: Path) -> tuple[list[Job], list[Job
         Job("run", env, seed, str(bench_dir), data, method.model_dump())
         for env in config.envs
         for method in config.methods
-        for seed in config.seeds
+        for seed in config.for_env(env).seeds
     ]
     return agents, experts, runs
 

@@ -66,7 +66,7 @@ class Explainer:
         if self._fatal is not None:
             raise self._fatal
         try:
-            answer = self.llm.ask_json(prompt.messages, prompt.schema, validate, PROMPT_VERSION)
+            answer = self.llm.ask_json(prompt.messages, prompt.schema, validate, PROMPT_VERSION, prompt.shared_prefix)
         except LLMUnavailableError as exc:
             self._fatal = exc
             raise

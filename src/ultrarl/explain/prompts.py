@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ class EpisodePrompt:
     prompt_tokens: int  # as counted by the backend's tokenizer (or estimate)
     uncompressed_tokens: int
     episode_length: int
+    shared_prefix: str = ""  # the start of the user message that every episode's prompt shares
 
     def render_text(self) -> str:
         """The prompt as a person reads it (``explain --dry-run``)."""
@@ -126,6 +128,9 @@ def build_episode_prompt(
     )
     user = user_template.render(**common, omitted=len(shown) < trajectory.length, episode_text=episode_text)
     messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    # The environment's context and legend, up to the line that names the episode.
+    other_episode = user_template.render(**{**common, "episode": "#"}, omitted=False, episode_text="")
+    shared = os.path.commonprefix([user, other_episode])
     return EpisodePrompt(
         episode=trajectory.episode,
         messages=messages,
@@ -134,6 +139,7 @@ def build_episode_prompt(
         prompt_tokens=count_tokens(system) + count_tokens(user) + CHAT_OVERHEAD_TOKENS,
         uncompressed_tokens=uncompressed,
         episode_length=trajectory.length,
+        shared_prefix=shared[: shared.rfind("\n") + 1],
     )
 
 

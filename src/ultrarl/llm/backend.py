@@ -42,6 +42,11 @@ class ChatBackend(Protocol):
         max_tokens: int,
         temperature: float,
         seed: int,
-    ) -> ChatResult: ...
+        shared_prefix: str = "",
+    ) -> ChatResult:
+        """An answer to ``messages``. ``shared_prefix`` is the start of the first user message
+        that every question of the run shares (the environment's context): a backend may keep
+        it evaluated between calls."""
+        ...
 
     def count_tokens(self, text: str) -> int: ...

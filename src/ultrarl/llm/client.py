@@ -100,8 +100,10 @@ class LLMClient:
         schema: dict[str, Any] | None,
         validate: Callable[[Any], T],
         template_version: str,
+        shared_prefix: str = "",
     ) -> T | None:
-        """A validated answer, or None (counted as a failure) when the model never gave one."""
+        """A validated answer, or None (counted as a failure) when the model never gave one.
+        ``shared_prefix``: what the backend may keep evaluated (``ChatBackend.chat``)."""
         key = self.key_for(messages, schema, template_version)
         if self.cache is not None:
             cached = self._from_cache(key, validate)
@@ -113,7 +115,8 @@ class LLMClient:
                 self.ledger.add(skipped_by_budget=1)
                 return None
             try:
-                reply = self.backend.chat(conversation, schema, self.max_tokens, self.temperature, self.seed + attempt)
+                reply = self.backend.chat(conversation, schema, self.max_tokens, self.temperature, self.seed + attempt,
+                                          shared_prefix)
             except TransientLLMError as exc:
                 self.ledger.add(retries=exc.retries, failed_episodes=1)
                 return None

@@ -46,7 +46,7 @@ def make_llm_client(settings: LLMSettings, seed: int = 0) -> LLMClient:
     if backend_name == "local":
         from ultrarl.llm.local_backend import LocalLlamaBackend
 
-        backend = LocalLlamaBackend(model)
+        backend = LocalLlamaBackend(model, prefix_cache=settings.prefix_cache)
     else:
         from ultrarl.llm.openai_backend import OpenAIBackend
 

@@ -103,7 +103,8 @@ class OpenAIBackend:
                 ) from exc
 
     def chat(
-        self, messages: Messages, schema: dict[str, Any] | None, max_tokens: int, temperature: float, seed: int
+        self, messages: Messages, schema: dict[str, Any] | None, max_tokens: int, temperature: float, seed: int,
+        shared_prefix: str = "",  # servers keep evaluated prefixes themselves (llama.cpp, OpenAI)
     ) -> ChatResult:
         openai = self._openai
         retries = 0

@@ -35,6 +35,11 @@ class LLMSettings(BaseModel):
     use_cache: bool = Field(
         True, description="read and write the LLM response cache", json_schema_extra={"flag": "cache"}
     )
+    prefix_cache: bool = Field(
+        False, description="embedded model: keep the evaluated system prompt and environment context between "
+                           "episodes and read only each episode (faster; its answers differ from those without "
+                           "it and are cached apart)",
+    )
     retry_failures: bool = Field(
         False, description="ask again the questions the cache records as failed (off: replay the failure)",
         json_schema_extra={"flag": "retry-failures"},

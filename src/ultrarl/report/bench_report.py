@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,13 @@ class RunRow:
     run_dir: Path
 
 
+def task_config(config: dict[str, Any], env_id: str) -> dict[str, Any]:
+    """bench.yaml as it applies to ``env_id``: the entries its task sets (``tasks``) replace the
+    bench's (``settings`` is merged by the bench, which alone reads it)."""
+    task = (config.get("tasks") or {}).get(env_id) or {}
+    return {**config, **{k: v for k, v in task.items() if v is not None and k != "settings"}}
+
+
 def collect_rows(bench_dir: Path) -> tuple[dict[str, Any], list[RunRow]]:
     config_path = bench_dir / files.BENCH_CONFIG
     if not config_path.exists():
@@ -55,7 +63,7 @@ def collect_rows(bench_dir: Path) -> tuple[dict[str, Any], list[RunRow]]:
     rows = []
     for env_id in config["envs"]:
         for method in config["methods"]:
-            for seed in config["seeds"]:
+            for seed in task_config(config, env_id)["seeds"]:
                 rows.append(_row(env_id, method, seed, files.bench_run_dir(bench_dir, env_id, method["name"], seed)))
     return config, rows
 
@@ -123,12 +131,15 @@ def rliable_estimates(config: dict[str, Any], rows: list[RunRow], seed: int = 0)
 
 def _complete_methods(config: dict[str, Any], rows: list[RunRow], names: list[str]) -> list[str]:
     """The methods with every seed finished on every environment (rliable needs full matrices)."""
-    return [n for n in names if all(len(_scores(rows, e, n)) == len(config["seeds"]) for e in config["envs"])]
+    return [n for n in names if all(len(_scores(rows, e, n)) == len(task_config(config, e)["seeds"])
+                                    for e in config["envs"])]
 
 
 def _score_matrix(rows: list[RunRow], envs: list[str], names: list[str]) -> dict[str, np.ndarray]:
-    """(seeds x envs) final returns per method."""
-    return {n: np.stack([_scores(rows, e, n) for e in envs], axis=1) for n in names}
+    """(seeds x envs) final returns per method; where tasks have different numbers of seeds, the
+    first seeds of each, as many as the task with fewest has (an aggregate weighs tasks alike)."""
+    runs = min(len(_scores(rows, e, n)) for e in envs for n in names)
+    return {n: np.stack([_scores(rows, e, n)[:runs] for e in envs], axis=1) for n in names}
 
 
 def _normalised(matrix: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -184,9 +195,9 @@ def learning_curves(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -
     import matplotlib.pyplot as plt
 
     paths = []
-    edges = np.linspace(0, config["refine_timesteps"], CURVE_BINS + 1)
-    centres = (edges[:-1] + edges[1:]) / 2
     for env_id in config["envs"]:
+        edges = np.linspace(0, task_config(config, env_id)["refine_timesteps"], CURVE_BINS + 1)
+        centres = (edges[:-1] + edges[1:]) / 2
         fig, ax = plt.subplots(figsize=(7, 4))
         for method in config["methods"]:
             env_rows = [r for r in rows if r.env_id == env_id and r.method == method["name"] and r.status == "done"]
@@ -201,7 +212,9 @@ def learning_curves(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -
             if not curves:
                 continue
             stacked = np.array(curves)
-            mean, std = np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
+            with warnings.catch_warnings():  # a bin where no run ended an episode stays empty (NaN)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, std = np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
             label = f"{method['name']} (upper bound)" if spec.upper_bound else method["name"]
             ax.plot(centres, mean, label=label, linestyle=":" if spec.upper_bound else "-")
             ax.fill_between(centres, mean - std, mean + std, alpha=0.15)
@@ -313,16 +326,24 @@ def _fmt_diff(e: dict[str, float] | None) -> str:
     return f"{e['point']:+.1f} [{e['low']:+.1f}, {e['high']:+.1f}]{mark}"
 
 
+def _grid_lines(config: dict[str, Any]) -> list[str]:
+    """What every method got: one sentence, or one line per task where tasks differ."""
+    def grid(task: dict[str, Any]) -> str:
+        return (f"seeds {task['seeds']}; sub-optimal agents: PPO {task['pretrain_timesteps']} steps; refinement "
+                f"budget {task['refine_timesteps']} steps for every method; evaluation {task['eval_episodes']} "
+                f"deterministic episodes without guidance")
+
+    if not config.get("tasks"):
+        return [f"Environments {', '.join(config['envs'])}; {grid(config)}; LLM {config['llm']}. {ORACLE_NOTE}."]
+    return [f"LLM {config['llm']}. {ORACLE_NOTE}.", "",
+            *(f"- {env_id}: {grid(task_config(config, env_id))}." for env_id in config["envs"])]
+
+
 def render_markdown(
     config: dict[str, Any], rows: list[RunRow], table: list[dict[str, Any]], estimates: dict[str, Any],
     curves: list[Path], sample: list[dict[str, Any]],
 ) -> str:
-    seeds = config["seeds"]
-    lines = [f"# ultrarl bench: {config['name']}", "",
-             f"Environments {', '.join(config['envs'])}; seeds {seeds}; sub-optimal agents: PPO "
-             f"{config['pretrain_timesteps']} steps; refinement budget {config['refine_timesteps']} steps for "
-             f"every method; evaluation {config['eval_episodes']} deterministic episodes without guidance; "
-             f"LLM {config['llm']}. {ORACLE_NOTE}.", ""]
+    lines = [f"# ultrarl bench: {config['name']}", "", *_grid_lines(config), ""]
     failures = [r for r in rows if r.status != "done"]
     if failures:
         lines += [f"**{len(failures)} of {len(rows)} runs did not finish:** "
