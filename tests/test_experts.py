@@ -22,7 +22,7 @@ def test_the_pong_controller_serves_then_follows_the_ball() -> None:
         [0, 0, 0, 0, 100, 100, 0],  # no ball: serve
         [100, 150, 2, 1, 100, 100, 1],  # ball below the paddle (y grows downwards): down
         [100, 50, 2, 1, 100, 100, 1],  # above: up
-        [100, 106, 2, 1, 100, 100, 1],  # at the aim point (6 px above the paddle's y): stay
+        [100, 106, 2, 1, 100, 100, 1],  # the ball 6 px below the paddle's y (y grows downwards): stay
     ], dtype=np.float32)
     assert pong_tracking_action(observations).tolist() == [PONG_FIRE, PONG_DOWN, PONG_UP, PONG_NOOP]
     assert pumping_action(np.array([[-0.5, 0.01], [-0.5, -0.01]])).ravel().tolist() == [1.0, -1.0]
@@ -43,3 +43,39 @@ def test_the_shipped_pong_expert_wins_more_points_than_the_shipped_agent() -> No
     expert_rate = evaluate_agent(expert, PONG, 40, 30_000).mean
     agent_rate = evaluate_agent(agent, PONG, 40, 30_000).mean
     assert expert_rate >= 0.3 and expert_rate > agent_rate + 0.15, (expert_rate, agent_rate)
+
+
+def test_pong_actions_that_act_alike_are_one_action_to_the_oracle_and_its_ratings() -> None:
+    """The game serves by itself and the FIRE variants move as RIGHT/LEFT: from one snapshot each
+    action gives exactly what its representative gives, so an agent's RIGHTFIRE where the expert
+    says RIGHT is no disagreement (PPO agents use the FIRE variants a lot)."""
+    from gymnasium.spaces import Discrete
+
+    from ultrarl.envs.actions import action_distance, equivalent_actions, rate_action
+    from ultrarl.envs.factory import make_env
+    from ultrarl.envs.snapshot import restore_snapshot, take_snapshot
+    from ultrarl.explain.oracle import ranked_steps
+
+    representatives = equivalent_actions(PONG)
+    env = make_env(PONG)
+    observation, _ = env.reset(seed=3)
+    for action in np.random.default_rng(0).integers(0, 6, 30):
+        observation, *_ = env.step(int(action))
+    snapshot = take_snapshot(env, observation)
+
+    def play(action: int) -> np.ndarray:
+        restore_snapshot(env, snapshot)
+        return np.array([env.step(action)[0] for _ in range(20)])
+
+    for action in range(6):
+        assert np.array_equal(play(action), play(representatives[action]))
+    assert not np.array_equal(play(2), play(3))
+    space = Discrete(6)
+    assert action_distance(np.array([4, 5, 1, 4]), np.array([2, 3, 0, 3]), space, representatives).tolist() == [0, 0, 0, 1]
+    assert rate_action(np.array([4, 4]), np.array([2, 3]), space, representatives).tolist() == [1.0, -1.0]
+    assert action_distance(np.array([4]), np.array([2]), space).tolist() == [1.0]  # other environments: as before
+    # Every discrete disagreement ties at 1: the oracle's k steps are drawn among them, not the first k.
+    ties = np.ones(100)
+    assert sorted(ranked_steps(ties, True, seed=0)[:3]) != [0, 1, 2]
+    assert ranked_steps(ties, True, seed=0).tolist() == ranked_steps(ties, True, seed=0).tolist()
+    assert ranked_steps(np.array([0.2, 0.9, 0.5]), False, seed=0).tolist() == [1, 2, 0]

@@ -24,9 +24,11 @@ class ScriptedBackend:
     def __init__(self, replies: list[str]) -> None:
         self.replies = list(replies)
         self.requests: list[list[dict[str, str]]] = []
+        self.shared_prefixes: list[str] = []
 
     def chat(self, messages, schema, max_tokens, temperature, seed, shared_prefix=""):  # type: ignore[no-untyped-def]
         self.requests.append(messages)
+        self.shared_prefixes.append(shared_prefix)
         return ChatResult(self.replies.pop(0), prompt_tokens=10, completion_tokens=5, latency_s=0.01)
 
     def count_tokens(self, text: str) -> int:
@@ -125,3 +127,16 @@ def test_copied_answers_are_counted_apart_from_parse_failures(tmp_path: Path) ->
     assert client.ask_json(MESSAGES, None, no_copies, "v1") is None
     usage = client.ledger.to_dict()
     assert usage["copied_answers"] == 1 and usage["parse_failures"] == 1 and usage["failed_episodes"] == 1
+
+
+def test_the_shared_prefix_reaches_the_backend_and_the_key_where_the_backend_keeps_it(tmp_path: Path) -> None:
+    """A backend that keeps the shared prefix evaluated answers a prompt split there: the split
+    is part of its answers' key. Elsewhere the key is what it always was."""
+    backend = ScriptedBackend(['{"answer": 1}', '{"answer": 2}'])
+    client = LLMClient(backend, ResponseCache(tmp_path))
+    assert client.ask_json(MESSAGES, None, needs_answer, "v1", "the context\n") == 1
+    assert backend.shared_prefixes == ["the context\n"]
+    assert client.key_for(MESSAGES, None, "v1", "the context\n") == client.key_for(MESSAGES, None, "v1", "other")
+    backend.config = {"prefix_reuse": "shared-prefix"}
+    assert client.key_for(MESSAGES, None, "v1", "the context\n") != client.key_for(MESSAGES, None, "v1", "other")
+    assert client.ask_json(MESSAGES, None, needs_answer, "v1", "the context\n") == 2  # not the other mode's answer

@@ -46,3 +46,7 @@ def test_the_shared_prefix_cache_gives_each_prompt_one_answer_whatever_was_asked
     fresh = LocalLlamaBackend("smollm2", prefix_cache=True)
     assert answers[0] == answers[2] == ask(fresh, first)  # asked first, after another prompt, by a new model
     assert answers[1] == ask(fresh, second)
+    # a call without the cache re-reads everything from position 0: the held prefix is then not
+    # the probe's evaluation any more, and must be evaluated again, not trusted
+    cached.chat(first.messages, first.schema, 400, 0.0, 0)
+    assert ask(cached, first) == answers[0]

@@ -8,7 +8,10 @@ records each file's command, seed, versions and SHA-256).
   never found); on SparseHopper-v5 the reward only starts once the torso is past x = 0.6.
 - Experts (the oracle's advisor, an upper bound): on MountainCarContinuous-v0 a PPO policy
   network fitted by supervised learning to the energy-pumping controller a = sign(velocity)
-  (reaches the flag from every start); on SparseHopper-v5 PPO trained on dense Hopper-v5.
+  (reaches the flag from every start); on SparseHopper-v5 PPO trained on dense Hopper-v5; on
+  PongPoint-v0 a PPO policy fitted to a paddle that follows the ball (``ultrarl.experts``).
+- PongPoint-v0's agent is PPO trained until its evaluated win rate stopped improving
+  (``--until-plateau``), not for a fixed budget.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from stable_baselines3 import PPO
 
-from ultrarl.demo import EXPERT_SEED, pumping_expert
+from ultrarl.experts import EXPERT_MAKERS, EXPERT_SEED
 from ultrarl.evaluate.evaluation import evaluate_agent
 from ultrarl.pipeline import pretrain
 from ultrarl.settings import PretrainSettings
@@ -31,8 +34,24 @@ HERE = Path(__file__).resolve().parent
 # Seeds 0-9 (0-4 on SparseHopper) are the benchmark's evaluation seeds; MountainCar's seeds
 # 100-102 are tuning seeds: defaults are chosen on them, never on the evaluation seeds.
 TUNING_SEEDS = [100, 101, 102]
-PRETRAIN = {"MountainCarContinuous-v0": (30_000, [*range(10), *TUNING_SEEDS]),
-            "ultrarl/SparseHopper-v5": (60_000, list(range(5)))}
+# env -> (``ultrarl pretrain`` options beyond the env and seed, seeds)
+PRETRAIN: dict[str, tuple[dict[str, object], list[int]]] = {
+    "MountainCarContinuous-v0": ({"timesteps": 30_000}, [*range(10), *TUNING_SEEDS]),
+    "ultrarl/SparseHopper-v5": ({"timesteps": 60_000}, list(range(5))),
+    "ultrarl/PongPoint-v0": ({"timesteps": 300_000, "until_plateau": True, "plateau_eval_every": 20_000,
+                              "plateau_eval_episodes": 20, "plateau_window": 4}, list(range(5))),
+}
+
+
+def pretrain_command(env_id: str, options: dict[str, object], seed: int) -> str:
+    flags = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in options.items())
+    return f"ultrarl pretrain {env_id} {flags} --seed {seed} --out seed{seed}.zip"
+
+
+def expert_command(env_id: str) -> str:
+    if env_id in EXPERT_MAKERS:
+        return f"benchmarks/agents/make_agents.py: ultrarl.experts.{EXPERT_MAKERS[env_id].__name__}"
+    return f"ultrarl pretrain Hopper-v5 --timesteps 150000 --seed {EXPERT_SEED}"
 
 
 def sha256(path: Path) -> str:
@@ -46,7 +65,7 @@ def main() -> None:
     manifest_path = HERE / "MANIFEST.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     versions = {p: version(p) for p in ("stable-baselines3", "gymnasium", "torch", "mujoco")}
-    for env_id, (steps, seeds) in PRETRAIN.items():
+    for env_id, (options, seeds) in PRETRAIN.items():
         slug = env_id.replace("/", "_")
         if args.only and args.only != slug:
             continue
@@ -56,11 +75,11 @@ def main() -> None:
             if out.exists():  # made before: evaluated and recorded again, not retrained
                 agent = PPO.load(out, device="cpu")
             else:
-                agent = pretrain(PretrainSettings(env_id=env_id, timesteps=steps, seed=seed, out=str(out)),
+                agent = pretrain(PretrainSettings(env_id=env_id, seed=seed, out=str(out), **options),  # type: ignore[arg-type]
                                  progress_bar=False)
             result = evaluate_agent(agent, env_id, 20, 10_000 + seed)
             manifest[f"{slug}/seed{seed}.zip"] = {
-                "command": f"ultrarl pretrain {env_id} --timesteps {steps} --seed {seed} --out {out.name}",
+                "command": pretrain_command(env_id, options, seed),
                 "seed": seed, "versions": versions, "sha256": sha256(out), "eval_mean_20": result.mean,
                 "wall_s": time.perf_counter() - start}
             print(f"{env_id} seed {seed}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
@@ -69,14 +88,14 @@ def main() -> None:
         start = time.perf_counter()
         if expert_out.exists():  # made before: evaluated and recorded again, not refitted
             expert = PPO.load(expert_out, device="cpu")
-            command = manifest[f"experts/{slug}.zip"]["command"]
-        elif env_id == "MountainCarContinuous-v0":
-            expert = pumping_expert(expert_out)
-            command = "benchmarks/agents/make_agents.py: PPO policy fitted to a = sign(velocity)"
+            command = manifest.get(f"experts/{slug}.zip", {}).get("command", expert_command(env_id))
+        elif env_id in EXPERT_MAKERS:
+            expert = EXPERT_MAKERS[env_id](expert_out)
+            command = expert_command(env_id)
         else:
             expert = pretrain(PretrainSettings(env_id="Hopper-v5", timesteps=150_000, seed=EXPERT_SEED,
                                                out=str(expert_out)), progress_bar=False)
-            command = f"ultrarl pretrain Hopper-v5 --timesteps 150000 --seed {EXPERT_SEED}"
+            command = expert_command(env_id)
         result = evaluate_agent(expert, env_id, 20, 20_000)
         manifest[f"experts/{slug}.zip"] = {"command": command, "seed": EXPERT_SEED, "versions": versions,
                                            "sha256": sha256(expert_out), "eval_mean_20": result.mean,

@@ -35,11 +35,10 @@ from ultrarl.errors import UltraRLError, checked_value
 from ultrarl.experts import EXPERT_SEED  # the oracle's expert is trained once per environment, on its own seed
 from ultrarl.methods import get_method
 from ultrarl.pipeline import pretrain, refine_agent
-from ultrarl.report.bench_report import task_config
 from ultrarl.refine.refiner import load_checked_agent
+from ultrarl.report.bench_report import task_config
 from ultrarl.settings import PretrainSettings, RefineSettings, build_settings, merge, read_yaml_mapping
 from ultrarl.stages import evaluate
-
 
 
 class MethodSpec(BaseModel):
@@ -190,12 +189,13 @@ def _execute(job: Job) -> JobResult:
     config = BenchConfig.model_validate(job.config)
     try:
         if job.kind == "agent":
+            task = config.for_env(job.env_id)
             status = _pretrain(agent_path(bench_dir, config, job.env_id, job.seed), job.env_id,
-                               config.for_env(job.env_id).pretrain_timesteps, job.seed, config.settings.get("gym_packages"))
+                               task.pretrain_timesteps, job.seed, task.settings.get("gym_packages"))
             return JobResult(job, status, wall_time_s=time.perf_counter() - start)
         if job.kind == "expert":
-            status = _pretrain(expert_path(bench_dir, config, job.env_id), job.env_id,
-                               config.expert_timesteps, EXPERT_SEED, config.settings.get("gym_packages"))
+            status = _pretrain(expert_path(bench_dir, config, job.env_id), job.env_id, config.expert_timesteps,
+                               EXPERT_SEED, config.for_env(job.env_id).settings.get("gym_packages"))
             return JobResult(job, status, wall_time_s=time.perf_counter() - start)
         assert job.method is not None
         run_dir = files.bench_run_dir(bench_dir, job.env_id, job.method["name"], job.seed)

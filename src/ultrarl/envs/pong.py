@@ -36,6 +36,11 @@ PONG_ACTION_NAMES: tuple[str, ...] = (
     "move paddle up and serve (RIGHTFIRE)",
     "move paddle down and serve (LEFTFIRE)",
 )
+# Actions that act identically, as the representative of each one's class: the game serves by
+# itself, so FIRE does nothing, and RIGHTFIRE/LEFTFIRE move as RIGHT/LEFT (measured: from the
+# same snapshot, each pair gives identical observations, and so does a random action sequence
+# against its representatives). PPO agents use the FIRE variants freely; an expert does not.
+PONG_REPRESENTATIVE_ACTIONS = (0, 0, 2, 3, 2, 3)
 POINT_MAX_STEPS = 2000  # a point rarely lasts 400 agent steps; this only stops a stuck rally
 
 

@@ -56,7 +56,8 @@ class Explainer:
 
     def explain_episode(self, trajectory: Trajectory) -> list[CriticalState]:
         prompt = self.prompt_for(trajectory)
-        self.cache_keys[trajectory.episode] = self.llm.key_for(prompt.messages, prompt.schema, PROMPT_VERSION)
+        self.cache_keys[trajectory.episode] = self.llm.key_for(prompt.messages, prompt.schema, PROMPT_VERSION,
+                                                               prompt.shared_prefix)
 
         def validate(value: Any) -> ValidatedAnswer:
             return validate_answer(

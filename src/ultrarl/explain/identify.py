@@ -14,6 +14,7 @@ from typing import Any
 
 from stable_baselines3 import PPO
 
+from ultrarl.envs.actions import equivalent_actions
 from ultrarl.envs.rollout import Trajectory
 from ultrarl.errors import UltraRLError
 from ultrarl.explain.baselines import mask_critical_states, random_critical_states
@@ -69,7 +70,8 @@ def _by_random(ctx: IdentifyContext) -> list[CriticalState]:
 def _by_expert(ctx: IdentifyContext) -> list[CriticalState]:
     if ctx.expert is None:
         raise UltraRLError("--method oracle needs --expert PATH.zip, an expert SB3 PPO agent for the environment")
-    return oracle_critical_states(ctx.expert, ctx.agent, ctx.trajectories, ctx.describer, ctx.k)
+    return oracle_critical_states(ctx.expert, ctx.agent, ctx.trajectories, ctx.describer, ctx.k,
+                                  equivalent_actions(ctx.env_id))
 
 
 def _none(ctx: IdentifyContext) -> list[CriticalState]:

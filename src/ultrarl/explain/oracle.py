@@ -2,7 +2,7 @@
 
 Critical steps of an episode are those where the agent's *deterministic* action (its policy's
 mean or mode, not the exploration noise of a sampled rollout action) differs most from the
-expert's. The suggestion is the expert's deterministic action; the implicit reward rates the
+expert's, where actions that act alike are the same action (Pong's FIRE variants). The suggestion is the expert's deterministic action; the implicit reward rates the
 agent's own action by its distance to the expert's (``rate_action``: +1 equal, -1 a full range
 apart or, discrete, a different action). During refinement the expert can also be asked live at
 every matched state (``ModulationSettings.live_advisor``), which is the machinery's true upper bound.
@@ -11,6 +11,7 @@ every matched state (``ModulationSettings.live_advisor``), which is the machiner
 from __future__ import annotations
 
 import numpy as np
+from gymnasium.spaces import Discrete
 from stable_baselines3 import PPO
 
 from ultrarl.envs.actions import action_distance, rate_action
@@ -30,18 +31,29 @@ def expert_advisor(expert: PPO):  # type: ignore[no-untyped-def]
     return advise
 
 
+def ranked_steps(distance: np.ndarray, discrete: bool, seed: int) -> np.ndarray:
+    """Steps by decreasing distance. Discrete distances are 0 or 1, so every disagreement ties:
+    ties go in a seeded random order there, never "the first steps of the episode". (Box
+    distances keep their stable order, as in the published MountainCar and Hopper benches.)"""
+    order = np.random.default_rng(seed).permutation(len(distance)) if discrete else np.arange(len(distance))
+    return order[np.argsort(-distance[order], kind="stable")]
+
+
 def oracle_critical_states(
-    expert: PPO, agent: PPO, trajectories: list[Trajectory], describer: StateDescriber, k: int
+    expert: PPO, agent: PPO, trajectories: list[Trajectory], describer: StateDescriber, k: int,
+    equivalent: tuple[int, ...] | None = None,
 ) -> list[CriticalState]:
+    """:param equivalent: discrete actions that act alike (``envs.actions.equivalent_actions``)."""
     states: list[CriticalState] = []
     space = describer.action_space
     for trajectory in trajectories:
         obs = trajectory.observations
         expert_actions, _ = expert.predict(obs, deterministic=True)
         agent_actions, _ = agent.predict(obs, deterministic=True)
-        distance = action_distance(agent_actions, expert_actions, space)
-        ratings = rate_action(agent_actions, expert_actions, space)
-        for step in sorted(int(i) for i in np.argsort(-distance, kind="stable")[:k] if distance[i] > 0):
+        distance = action_distance(agent_actions, expert_actions, space, equivalent)
+        ratings = rate_action(agent_actions, expert_actions, space, equivalent)
+        ranked = ranked_steps(distance, isinstance(space, Discrete), trajectory.episode)
+        for step in sorted(int(i) for i in ranked[:k] if distance[i] > 0):
             suggested = as_json_action(np.asarray(expert_actions[step]))
             states.append(
                 CriticalState(

@@ -83,11 +83,17 @@ class LLMClient:
     def count_tokens(self, text: str) -> int:
         return self.backend.count_tokens(text)
 
-    def key_for(self, messages: Messages, schema: dict[str, Any] | None, template_version: str) -> str:
+    def key_for(
+        self, messages: Messages, schema: dict[str, Any] | None, template_version: str, shared_prefix: str = ""
+    ) -> str:
+        # Where a backend keeps the shared prefix evaluated, the answer depends on where the prompt
+        # is split too; elsewhere the key stays as it always was (the caches stay valid).
+        split = {"shared_prefix": shared_prefix} if self.backend.config.get("prefix_reuse") else {}
         return cache_key(
             backend=self.backend.name,
             model=self.backend.model,
             **({"backend_config": self.backend.config} if self.backend.config else {}),
+            **split,
             template=template_version,
             messages=messages,
             schema=schema,
@@ -104,7 +110,7 @@ class LLMClient:
     ) -> T | None:
         """A validated answer, or None (counted as a failure) when the model never gave one.
         ``shared_prefix``: what the backend may keep evaluated (``ChatBackend.chat``)."""
-        key = self.key_for(messages, schema, template_version)
+        key = self.key_for(messages, schema, template_version, shared_prefix)
         if self.cache is not None:
             cached = self._from_cache(key, validate)
             if cached is not None:

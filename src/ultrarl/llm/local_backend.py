@@ -49,7 +49,7 @@ def local_model_path(name: str) -> Path:
 # Generation runs on one thread everywhere, so every machine and every bench worker gets the same
 # answers; the prompt, most of the work, is read with all the threads it may use.
 GENERATION_THREADS = 1
-SHARED_PREFIX = "shared-prefix"  # config["prefix_reuse"] with the prefix cache on
+PREFIX_REUSE_SHARED = "shared-prefix"  # config["prefix_reuse"] with the prefix cache on
 
 
 def _file_sha256(path: Path) -> str:
@@ -89,11 +89,11 @@ class LocalLlamaBackend:
         self._lock = threading.Lock()
         self.prompt_threads = n_threads or default_threads()  # does not change answers: not in the key
         self.config = {"generation_threads": GENERATION_THREADS, "n_ctx": n_ctx, "flash_attn": True,
-                       "prefix_reuse": SHARED_PREFIX if prefix_cache else False,
+                       "prefix_reuse": PREFIX_REUSE_SHARED if prefix_cache else False,
                        "model_sha256": _file_sha256(path)}
         self.prefix_cache = prefix_cache
         self._prefix_tokens: list[int] = []  # the evaluated shared prefix held in the KV cache
-        self._prefix_of: tuple[str, str] | None = None  # (system message, shared text) it belongs to
+        self._prefix_source: tuple[str, str] | None = None  # (system message, shared text) it belongs to
         self._llama = Llama(
             model_path=str(path),
             n_ctx=n_ctx,
@@ -102,6 +102,10 @@ class LocalLlamaBackend:
             flash_attn=True,  # measured ~15% faster prompt evaluation on 2 CPU cores
             verbose=False,
         )
+        if prefix_cache and (self._llama._is_recurrent or self._llama._is_hybrid):
+            # llama.cpp cannot cut such a model's state back to a prefix: it would re-read the
+            # whole prompt, and the held prefix would then come from another call's evaluation
+            raise LLMUnavailableError(f"--llm-prefix-cache does not work with the recurrent model '{model}'")
 
     def count_tokens(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
@@ -119,10 +123,12 @@ class LocalLlamaBackend:
             # changed 12 of 16 answers, making an answer depend on the call before it (a resumed or
             # partly cached run would then differ). Either an empty context or the shared prefix,
             # evaluated on its own: the same state whatever was asked before.
+            system = messages[0]["content"] if messages[0]["role"] == "system" else ""
             if self.prefix_cache and shared_prefix:
-                self._keep_shared_prefix(messages[0]["content"], shared_prefix)
+                self._keep_shared_prefix(system, shared_prefix)
             else:
                 self._llama.reset()
+                self._prefix_tokens, self._prefix_source = [], None  # this call overwrites the held prefix
             self._llama.set_seed(seed)
             response = self._llama.create_chat_completion(
                 messages=messages,  # type: ignore[arg-type]
@@ -142,23 +148,25 @@ class LocalLlamaBackend:
         )
 
     def _keep_shared_prefix(self, system: str, shared: str) -> None:
-        """Leave exactly the tokens of ``system`` + ``shared`` (as the chat template renders them)
-        in the KV cache, so that llama.cpp reads only the rest of the prompt.
+        """Leave the tokens of ``system`` + ``shared`` (as the chat template renders them, up to
+        where two prompts that go on differently part) in the KV cache, so that llama.cpp reads
+        only the rest of the prompt.
 
         The prefix is evaluated once, from an empty context, by two one-token probe answers to
         the user messages ``shared`` and ``shared + newline``; their prompts' common tokens are the
-        prefix, whatever the template. Before every call the context is cut back to it. Each
-        answer is then a function of its own prompt, as without the cache, but not the same
+        prefix, whatever the template. Before every call the context is cut back to it, and
+        llama-cpp-python's ``generate`` (0.3.x) reuses the context's tokens that begin the prompt.
+        Each answer is then a function of its own prompt, as without the cache, but not the same
         function: the prompt is read in two parts, so answers differ from uncached ones and are
-        cached under their own key (``config["prefix_reuse"]``)."""
+        cached under their own key (``config["prefix_reuse"]`` and the shared text)."""
         held = self._llama.n_tokens >= len(self._prefix_tokens) > 0 and (
             list(self._llama.input_ids[: len(self._prefix_tokens)]) == self._prefix_tokens
         )
-        if self._prefix_of != (system, shared) or not held:
+        if self._prefix_source != (system, shared) or not held:
             self._llama.reset()
             prompts = [self._probe_prompt(system, shared + ending) for ending in ("", "\n")]
             common = next((i for i, (a, b) in enumerate(zip(*prompts)) if a != b), min(map(len, prompts)))
-            self._prefix_tokens, self._prefix_of = prompts[1][:common], (system, shared)
+            self._prefix_tokens, self._prefix_source = prompts[1][:common], (system, shared)
         self._llama.n_tokens = len(self._prefix_tokens)
 
     def _probe_prompt(self, system: str, user: str) -> list[int]:
@@ -169,4 +177,3 @@ class LocalLlamaBackend:
         )
         prompt_tokens = int(response["usage"]["prompt_tokens"])  # type: ignore[index]
         return [int(token) for token in self._llama.input_ids[:prompt_tokens]]
-

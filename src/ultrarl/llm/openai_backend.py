@@ -104,7 +104,8 @@ class OpenAIBackend:
 
     def chat(
         self, messages: Messages, schema: dict[str, Any] | None, max_tokens: int, temperature: float, seed: int,
-        shared_prefix: str = "",  # servers keep evaluated prefixes themselves (llama.cpp, OpenAI)
+        shared_prefix: str = "",  # unused: a server caches prompts as it does (llama.cpp's cache_prompt
+        # reuses the previous request's prefix, so its answers can depend on the request before)
     ) -> ChatResult:
         openai = self._openai
         retries = 0

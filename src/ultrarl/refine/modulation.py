@@ -112,6 +112,8 @@ class Modulation:
     :param settings: probabilities, weights and schedules
     :param advisor: a live advisor (the oracle's expert); None: the table's suggestion
     :param seed: seed of the override draws
+    :param equivalent_actions: discrete actions that act alike (``envs.actions.equivalent_actions``):
+        the live advisor's rating of the agent's own action counts them as one
     """
 
     def __init__(
@@ -122,8 +124,10 @@ class Modulation:
         settings: ModulationSettings | None = None,
         advisor: Advisor | None = None,
         seed: int = 0,
+        equivalent_actions: tuple[int, ...] | None = None,
     ) -> None:
         self.table = table
+        self.equivalent_actions = equivalent_actions
         self.override_actions = override_actions
         self.shape_rewards = shape_rewards
         self.settings = settings or ModulationSettings()
@@ -165,7 +169,7 @@ class Modulation:
             return StepAdvice(matched, self.table.suggested_actions[:0], override, implicit)
         if self.advisor is not None:
             suggested = np.asarray(self.advisor(raw_obs[matched]))
-            ratings = rate_action(own_actions[matched], suggested, action_space)
+            ratings = rate_action(own_actions[matched], suggested, action_space, self.equivalent_actions)
         else:
             entries = np.where(held, nearest, matches)[matched]
             suggested = self.table.suggested_actions[entries]

@@ -22,6 +22,7 @@ from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import Logger, configure
 from stable_baselines3.common.vec_env import VecNormalize
 
+from ultrarl.envs.actions import equivalent_actions
 from ultrarl.envs.factory import check_agent_spaces, make_vec_env
 from ultrarl.envs.snapshot import Snapshot, supports_snapshots
 from ultrarl.errors import UltraRLError
@@ -157,7 +158,8 @@ class Refiner:
         if isinstance(agent, NormalizedAgent):  # the policy trains on what it was trained on
             self.env = attach_normalization(agent.normalization, self.env, training=update_normalization)
         self.modulation = (
-            Modulation(guidance, self.method.override_actions, self.method.shape_rewards, modulation, advisor, seed)
+            Modulation(guidance, self.method.override_actions, self.method.shape_rewards, modulation, advisor, seed,
+                       equivalent_actions(env_id))
             if self.method.guided and guidance is not None else None
         )
         self.model = self._continue(agent)

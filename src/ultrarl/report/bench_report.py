@@ -328,15 +328,19 @@ def _fmt_diff(e: dict[str, float] | None) -> str:
 
 def _grid_lines(config: dict[str, Any]) -> list[str]:
     """What every method got: one sentence, or one line per task where tasks differ."""
-    def grid(task: dict[str, Any]) -> str:
-        return (f"seeds {task['seeds']}; sub-optimal agents: PPO {task['pretrain_timesteps']} steps; refinement "
-                f"budget {task['refine_timesteps']} steps for every method; evaluation {task['eval_episodes']} "
-                f"deterministic episodes without guidance")
+    def grid(task: dict[str, Any], env_ids: list[str]) -> str:
+        shipped = [config.get("agents", {}).get(e) for e in env_ids]
+        agents = (f"shipped in {', '.join(shipped)}" if all(shipped)  # type: ignore[arg-type]
+                  else f"PPO {task['pretrain_timesteps']} steps")
+        return (f"seeds {task['seeds']}; sub-optimal agents: {agents}; refinement budget "
+                f"{task['refine_timesteps']} steps for every method; {task['explain_episodes']} episodes explained; "
+                f"evaluation {task['eval_episodes']} deterministic episodes without guidance")
 
     if not config.get("tasks"):
-        return [f"Environments {', '.join(config['envs'])}; {grid(config)}; LLM {config['llm']}. {ORACLE_NOTE}."]
+        return [f"Environments {', '.join(config['envs'])}; {grid(config, config['envs'])}; LLM {config['llm']}. "
+                f"{ORACLE_NOTE}."]
     return [f"LLM {config['llm']}. {ORACLE_NOTE}.", "",
-            *(f"- {env_id}: {grid(task_config(config, env_id))}." for env_id in config["envs"])]
+            *(f"- {env_id}: {grid(task_config(config, env_id), [env_id])}." for env_id in config["envs"])]
 
 
 def render_markdown(
