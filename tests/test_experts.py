@@ -25,6 +25,9 @@ def test_the_pong_controller_serves_then_follows_the_ball() -> None:
         [100, 106, 2, 1, 100, 100, 1],  # the ball 6 px below the paddle's y (y grows downwards): stay
     ], dtype=np.float32)
     assert pong_tracking_action(observations).tolist() == [PONG_FIRE, PONG_DOWN, PONG_UP, PONG_NOOP]
+
+
+def test_the_pumping_controller_pushes_along_the_velocity() -> None:
     assert pumping_action(np.array([[-0.5, 0.01], [-0.5, -0.01]])).ravel().tolist() == [1.0, -1.0]
 
 
@@ -79,3 +82,15 @@ def test_pong_actions_that_act_alike_are_one_action_to_the_oracle_and_its_rating
     assert sorted(ranked_steps(ties, True, seed=0)[:3]) != [0, 1, 2]
     assert ranked_steps(ties, True, seed=0).tolist() == ranked_steps(ties, True, seed=0).tolist()
     assert ranked_steps(np.array([0.2, 0.9, 0.5]), False, seed=0).tolist() == [1, 2, 0]
+
+
+def test_the_mountaincar_expert_is_made_again_weight_for_weight(tmp_path: Path) -> None:
+    """The demo fits its expert on every fresh run directory: it must be the shipped one."""
+    import torch as th
+
+    from ultrarl.experts import pumping_expert
+
+    pumping_expert(tmp_path / "expert.zip")
+    made = PPO.load(tmp_path / "expert.zip", device="cpu").policy.state_dict()
+    shipped = PPO.load(AGENTS / "experts" / "MountainCarContinuous-v0.zip", device="cpu").policy.state_dict()
+    assert made.keys() == shipped.keys() and all(th.equal(made[k], shipped[k]) for k in made)

@@ -35,7 +35,7 @@ def test_the_shared_prefix_cache_gives_each_prompt_one_answer_whatever_was_asked
     assert first.shared_prefix == second.shared_prefix and first.messages[1]["content"].startswith(first.shared_prefix)
 
     def ask(backend: LocalLlamaBackend, prompt) -> str:  # type: ignore[no-untyped-def]
-        return backend.chat(prompt.messages, prompt.schema, 400, 0.0, 0, prompt.shared_prefix).text
+        return backend.chat(prompt.messages, prompt.schema, 150, 0.0, 0, prompt.shared_prefix).text
 
     cached = LocalLlamaBackend("smollm2", prefix_cache=True)
     assert cached.config["prefix_reuse"] == "shared-prefix"
@@ -48,5 +48,5 @@ def test_the_shared_prefix_cache_gives_each_prompt_one_answer_whatever_was_asked
     assert answers[1] == ask(fresh, second)
     # a call without the cache re-reads everything from position 0: the held prefix is then not
     # the probe's evaluation any more, and must be evaluated again, not trusted
-    cached.chat(first.messages, first.schema, 400, 0.0, 0)
+    cached.chat(first.messages, first.schema, 150, 0.0, 0)
     assert ask(cached, first) == answers[0]
