@@ -43,14 +43,15 @@ def measured_parts(bench_dir: Path, logs: list[Path]) -> dict[tuple[str, str], d
     for match in JOB_LINE.finditer("".join(log.read_text() for log in logs)):
         env_id, method, seed = match["env"], match["method"], match["seed"]
         run = bench_dir / "runs" / env_id.replace("/", "_") / method / f"seed{seed}"
-        summary = json.loads((run / "refine_summary.json").read_text()) if (run / "refine_summary.json").exists() else {}
-        identify = json.loads((run / "identify.json").read_text()) if (run / "identify.json").exists() else {}
+        summary, identify = (json.loads((run / name).read_text()) if (run / name).exists() else {}
+                             for name in ("refine_summary.json", "identify.json"))
         settings = yaml.safe_load((run / "config.yaml").read_text())
         refine, found = summary.get("wall_time_s", 0.0), identify.get("identify_wall_time_s", 0.0)
         parts[(env_id, method)].append({
             "refine": refine, "identify": found, "rest": max(float(match["wall"]) - refine - found, 0.0),
             "steps": summary.get("timesteps", settings.get("timesteps", 1)), "episodes": settings.get("episodes", 1),
-            "eval_episodes": settings.get("eval_episodes", config["eval_episodes"]), "mask_timesteps": settings.get("mask_timesteps", 1),
+            "eval_episodes": settings.get("eval_episodes", config["eval_episodes"]),
+            "mask_timesteps": settings.get("mask_timesteps", 1),
             "kind": kinds.get(method, method),
         })
     return {key: {k: (statistics.mean(r[k] for r in runs) if k != "kind" else runs[0][k]) for k in runs[0]}

@@ -25,7 +25,8 @@ def main() -> None:
     args = parser.parse_args()
     prompts = preview_prompts(ExplainSettings(env_id=args.env_id, agent=args.agent, episodes=args.episodes,
                                               token_budget=args.token_budget, seed=0))
-    backends = {"from an empty context": LocalLlamaBackend(), "shared prefix kept": LocalLlamaBackend(prefix_cache=True)}
+    backends = {"from an empty context": LocalLlamaBackend(),
+                "shared prefix kept": LocalLlamaBackend(prefix_cache=True)}
     tokens = [p.prompt_tokens for p in prompts]
     shared = backends["shared prefix kept"].count_tokens(prompts[0].shared_prefix)
     print(f"{len(prompts)} prompts of {min(tokens)}-{max(tokens)} tokens, {shared} of them shared (+ system message)")

@@ -2,9 +2,10 @@
 
 Critical steps of an episode are those where the agent's *deterministic* action (its policy's
 mean or mode, not the exploration noise of a sampled rollout action) differs most from the
-expert's, where actions that act alike are the same action (Pong's FIRE variants). The suggestion is the expert's deterministic action; the implicit reward rates the
-agent's own action by its distance to the expert's (``rate_action``: +1 equal, -1 a full range
-apart or, discrete, a different action). During refinement the expert can also be asked live at
+expert's, actions that act alike counting as one (Pong's FIRE variants). The suggestion is the
+expert's deterministic action; the implicit reward rates the agent's own action by its distance
+to the expert's (``rate_action``: +1 equal, -1 a full range apart or, discrete, a different
+action). During refinement the expert can also be asked live at
 every matched state (``ModulationSettings.live_advisor``), which is the machinery's true upper bound.
 """
 

@@ -171,9 +171,9 @@ class LocalLlamaBackend:
 
     def _probe_prompt(self, system: str, user: str) -> list[int]:
         """The prompt tokens of [system, user] as the chat template renders them (left in the KV)."""
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         response = self._llama.create_chat_completion(
-            messages=[{"role": "system", "content": system}, {"role": "user", "content": user}],  # type: ignore[list-item]
-            max_tokens=1, temperature=0.0, seed=0,
+            messages=messages, max_tokens=1, temperature=0.0, seed=0,  # type: ignore[arg-type]
         )
         prompt_tokens = int(response["usage"]["prompt_tokens"])  # type: ignore[index]
         return [int(token) for token in self._llama.input_ids[:prompt_tokens]]
