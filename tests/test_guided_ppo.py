@@ -325,7 +325,8 @@ def test_supervised_phase_without_gradient_moves_nothing() -> None:
     with th.no_grad():
         model.policy.action_net.weight.zero_()
         model.policy.action_net.bias.fill_(5.0)  # mean 5, beyond the bound 2 the suggestions name
-    model.supervised.memory.add(np.zeros((8, 3), dtype=np.float32), np.full((8, 1), 2.0, dtype=np.float32))
+    # As many advised states as the rollout holds: the phase takes the update's full step count.
+    model.supervised.memory.add(np.zeros((64, 3), dtype=np.float32), np.full((64, 1), 2.0, dtype=np.float32))
     params = {k: v.clone() for k, v in model.policy.state_dict().items()}
     ppo_optimizer = {k: v.clone() for k, v in model.policy.optimizer.state_dict()["state"][0].items()}
     loss = model._supervised_phase(1.0)
@@ -354,6 +355,66 @@ def test_guided_ppo_whose_advice_never_applies_trains_exactly_as_ppo() -> None:
             model = PPO("MlpPolicy", env, **kwargs)
         model.set_logger(Logger(None, []))
         model.learn(3 * 128)
+        weights.append(model.policy.state_dict())
+    for key, value in weights[0].items():
+        assert th.equal(value, weights[1][key]), key
+
+
+def test_supervised_steps_scale_with_the_advised_states() -> None:
+    """Each advised state is seen as often as each rollout sample: 20 states after an update of
+    320 steps over 2048 samples get 3.125 steps on average (3 or 4), a memory at least the
+    rollout's size the update's 320, and an empty one none."""
+    from ultrarl.refine.supervised import SupervisedTerm
+
+    def term(size: int) -> SupervisedTerm:
+        supervised = SupervisedTerm([th.nn.Parameter(th.zeros(1))], th.optim.Adam, {}, 5000, (3,), (), seed=0)
+        supervised.memory.add(np.zeros((size, 3), dtype=np.float32), np.zeros(size, dtype=np.float32))
+        return supervised
+
+    few = term(20)
+    counts = [few.steps_after(320, 2048) for _ in range(2000)]
+    assert set(counts) == {3, 4}
+    assert np.mean(counts) == pytest.approx(3.125, abs=0.05)
+    assert term(2048).steps_after(320, 2048) == 320
+    assert term(5000).steps_after(320, 2048) == 320
+    assert term(0).steps_after(320, 2048) == 0
+
+
+def test_a_small_table_gets_a_small_supervised_phase() -> None:
+    """A one-entry table that never matches leaves one advised state: over three updates of 20
+    minibatch steps each (64 samples), the supervised term takes 3 x 20/64 steps in expectation,
+    not the updates' 60 (which fitted the whole policy to the table's few states)."""
+    table = _table("CartPole-v1", np.array(1, dtype=np.int64), radius=1e-9)
+    table.observations = table.observations + 100.0
+    env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+    settings = ModulationSettings(bc_weight=1.0, bc_anneal=False)
+    model = GuidedPPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=10, seed=0, device="cpu",
+                      modulation=Modulation(table, True, True, settings))
+    model.set_logger(Logger(None, []))
+    model.learn(3 * 64)
+    assert model.supervised.memory.size == 1
+    optimizer_state = model.supervised.optimizer.state_dict()["state"]
+    steps = int(optimizer_state[0]["step"]) if optimizer_state else 0
+    assert steps <= 3
+
+
+def test_ultra_r_learns_from_the_ratings_alone() -> None:
+    """ULTRA-R never executes a suggestion, so the supervised term, which teaches suggestions,
+    stays off whatever ``bc_weight`` says: it trains weight for weight as with ``bc_weight`` 0.
+    Before, it imitated the LLM's suggestions as ULTRA-RA does."""
+    table = _table("CartPole-v1", np.array(1, dtype=np.int64), radius=0.5)
+    weights = []
+    for bc_weight in (0.0, 1.0):
+        env = make_vec_env("CartPole-v1", n_envs=1, seed=0)
+        modulation = Modulation(table, override_actions=False, shape_rewards=True,
+                                settings=ModulationSettings(bc_weight=bc_weight, bc_anneal=False))
+        assert not modulation.imitates and modulation.bc_weight(1.0) == 0.0
+        model = GuidedPPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu",
+                          modulation=modulation)
+        model.set_logger(Logger(None, []))
+        model.learn(3 * 64)
+        assert model.modulation.stats.total["matched"] > 0
+        assert model.supervised.memory.size == 0
         weights.append(model.policy.state_dict())
     for key, value in weights[0].items():
         assert th.equal(value, weights[1][key]), key

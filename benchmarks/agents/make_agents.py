@@ -31,15 +31,16 @@ from ultrarl.pipeline import pretrain
 from ultrarl.settings import PretrainSettings
 
 HERE = Path(__file__).resolve().parent
-# Seeds 0-9 (0-4 on SparseHopper) are the benchmark's evaluation seeds; MountainCar's seeds
-# 100-102 are tuning seeds: defaults are chosen on them, never on the evaluation seeds.
+# Seeds 0-9 (0-4 on SparseHopper and PongPoint) are the benchmark's evaluation seeds; seeds
+# 100-102 (MountainCar, PongPoint) are tuning seeds: defaults are chosen on them, never on the
+# evaluation seeds.
 TUNING_SEEDS = [100, 101, 102]
 # env -> (``ultrarl pretrain`` options beyond the env and seed, seeds)
 PRETRAIN: dict[str, tuple[dict[str, object], list[int]]] = {
     "MountainCarContinuous-v0": ({"timesteps": 30_000}, [*range(10), *TUNING_SEEDS]),
     "ultrarl/SparseHopper-v5": ({"timesteps": 60_000}, list(range(5))),
     "ultrarl/PongPoint-v0": ({"timesteps": 300_000, "until_plateau": True, "plateau_eval_every": 20_000,
-                              "plateau_eval_episodes": 20, "plateau_window": 4}, list(range(5))),
+                              "plateau_eval_episodes": 20, "plateau_window": 4}, [*range(5), *TUNING_SEEDS]),
 }
 
 

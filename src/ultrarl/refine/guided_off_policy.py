@@ -7,9 +7,10 @@ at the two places where SB3's off-policy loop chooses and stores a transition.
 - ``_store_transition``: the implicit reward, which rates the agent's own action, is added to the
   stored reward where that action ran (ULTRA-R); Monitor, inside the environment, sees the true
   reward, so the logged return is the environment's.
-- ``train``: after the algorithm's gradient steps, as many steps of the supervised term regress
-  the actor's deterministic action on the suggestions (DQN: the cross-entropy of its Q-values
-  taken as logits; ``refine/supervised.py``).
+- ``train``: after the algorithm's gradient steps, steps of the supervised term regress the
+  actor's deterministic action on the suggestions (DQN: the cross-entropy of its Q-values taken
+  as logits), as many as see each advised state as often as the gradient steps see each replayed
+  transition, at most one per gradient step (``refine/supervised.py``).
 A refinement acts with the agent's own policy from its first step: the uniform warm-up of
 ``learning_starts`` is for training from scratch, and would replace a trained agent by noise;
 updates start once the replay buffer holds ``learning_starts`` transitions, for continued
@@ -84,7 +85,7 @@ class GuidedOffPolicyMixin:
             return actions, buffer_actions
         advice = self.modulation.advise(self._raw_obs(), actions, self.action_space,  # type: ignore[attr-defined]
                                         self._current_progress_remaining)
-        if advice.matched.any() and self.modulation.settings.bc_weight > 0:
+        if advice.matched.any() and self.modulation.imitates:
             self.supervised.memory.add(np.asarray(self._last_obs)[advice.matched], advice.suggested)  # type: ignore[attr-defined]
         if advice.override.any():
             suggested = advice.suggested[advice.override[advice.matched]]
@@ -125,7 +126,9 @@ class GuidedOffPolicyMixin:
         if weight > 0:
             self.policy.set_training_mode(True)  # type: ignore[attr-defined]
             learning_rate = self.lr_schedule(self._current_progress_remaining)  # type: ignore[attr-defined]
-            loss = self.supervised.train(self._imitation_loss, weight, learning_rate, gradient_steps, batch_size,
+            replayed = self.replay_buffer.size() * self.n_envs  # type: ignore[attr-defined]
+            loss = self.supervised.train(self._imitation_loss, weight, learning_rate,
+                                         self.supervised.steps_after(gradient_steps, replayed), batch_size,
                                          None, self.device)  # type: ignore[attr-defined]
             self.logger.record("refine/bc_loss", loss)  # type: ignore[attr-defined]
 

@@ -8,10 +8,12 @@ The environment's own reward reaches the Monitor wrapper untouched, so the true 
 
 PPO's clipped ratio caps what one executed suggestion can teach (about log 1.2 of
 log-probability per update, and a negative advantage pushes away from it). With ``bc_weight``
-> 0 each update is followed by a supervised phase on the advised states seen so far: the
-policy's mean action (clipped to the action bounds, so a suggestion at a bound never pulls a
-mean beyond it back inwards) is regressed on the suggestion; discrete policies get the
-cross-entropy. Its weight anneals with the override probability (ours; see docs/METHOD.md).
+> 0, in a method that executes suggestions, each update is followed by a supervised phase of
+``n_epochs`` passes over the advised states seen so far (at most as many minibatch steps as the
+update took): the policy's mean action (clipped to the action bounds, so a suggestion at a
+bound never pulls a mean beyond it back inwards) is regressed on the suggestion; discrete
+policies get the cross-entropy. Its weight anneals with the override probability (ours; see
+docs/METHOD.md).
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ class GuidedPPO(PPO):
             return actions, values, log_probs, np.zeros(env.num_envs, dtype=np.float32)
         own = self._env_actions(actions)
         advice = self.modulation.advise(self._raw_obs(env), own, self.action_space, self._current_progress_remaining)
-        if advice.matched.any() and self.modulation.settings.bc_weight > 0:
+        if advice.matched.any() and self.modulation.imitates:
             self.supervised.memory.add(np.asarray(self._last_obs)[advice.matched], advice.suggested)
         if advice.override.any():
             actions = self._with_overrides(actions, advice)
@@ -199,9 +201,11 @@ class GuidedPPO(PPO):
             self.logger.record("refine/bc_loss", self._supervised_phase(weight))
 
     def _supervised_phase(self, weight: float) -> float:
-        """As many minibatch steps as PPO's update took, on the advised states."""
+        """``n_epochs`` passes over the advised states, at most as many minibatch steps as PPO's
+        update took."""
         self.policy.set_training_mode(True)
-        n_batches = self.n_epochs * max(1, self.n_steps * self.n_envs // self.batch_size)
+        rollout = self.n_steps * self.n_envs
+        n_batches = self.supervised.steps_after(self.n_epochs * max(1, rollout // self.batch_size), rollout)
         return self.supervised.train(self._imitation_loss, weight, self.lr_schedule(self._current_progress_remaining),
                                      n_batches, self.batch_size, self.max_grad_norm, self.device)
 

@@ -6,8 +6,9 @@ At a state that matches a guidance-table entry:
   only where the agent's own action ran, never to an executed suggestion;
 - ULTRA-RA does both.
 Beyond the paper (ours, each a setting, off when its weight or length is 0): a supervised term
-that pulls the policy towards the suggestions (``bc_weight``, annealed); a live advisor (the
-oracle's expert asked at the visited state instead of the table's nearest entry); and guided
+that pulls the policy towards the suggestions it executes (``bc_weight``, annealed; ULTRA-A and
+-RA only); a live advisor (the oracle's expert asked at the visited state instead of the
+table's nearest entry); and guided
 segments (``hold_steps``): an override that starts at a matched state keeps the advisor in
 control for that many further steps (the table's nearest entry at any distance when there is no
 live advisor), so advice reaches the states the agent never visits on its own, the ones a
@@ -144,7 +145,15 @@ class Modulation:
         p = self.settings.override_prob
         return p * min(1.0, max(0.0, progress_remaining)) if self.settings.anneal_override else p
 
+    @property
+    def imitates(self) -> bool:
+        """The supervised term runs: it teaches the suggestions, which only a method that
+        executes them (ULTRA-A, -RA, the oracle) follows; ULTRA-R learns from the ratings alone."""
+        return self.override_actions and self.settings.bc_weight > 0
+
     def bc_weight(self, progress_remaining: float) -> float:
+        if not self.imitates:
+            return 0.0
         w = self.settings.bc_weight
         return w * min(1.0, max(0.0, progress_remaining)) if self.settings.bc_anneal else w
 

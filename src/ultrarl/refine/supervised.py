@@ -81,12 +81,23 @@ class SupervisedTerm:
         """The table's own states and suggestions (the live advisor's, where there is one) seed
         the memory; ``to_policy`` maps raw observations to the policy's."""
         table = modulation.table
-        if len(table) == 0 or modulation.settings.bc_weight == 0:
+        if len(table) == 0 or not modulation.imitates:
             return
         suggested = table.suggested_actions
         if modulation.advisor is not None:
             suggested = np.asarray(modulation.advisor(table.observations))
         self.memory.add(to_policy(table.observations.astype(np.float32)), suggested)
+
+    def steps_after(self, rl_steps: int, rl_samples: int) -> int:
+        """Minibatch steps after an RL update of ``rl_steps`` steps over ``rl_samples`` samples:
+        each advised state is seen as often as each of the update's samples, and there are never
+        more steps than the update took. A handful of table entries so gets a handful of steps;
+        the update's whole count fitted the policy to them alone (on Pong, the advice at a few
+        states became the action everywhere; BENCHMARKS.md). A fractional count is rounded at
+        random, from the term's own stream."""
+        expected = rl_steps * min(1.0, self.memory.size / max(rl_samples, 1))
+        whole = int(expected)
+        return whole + int(expected > whole and self.rng.random() < expected - whole)
 
     def train(self, loss_fn: ImitationLoss, weight: float, learning_rate: float, n_batches: int, batch_size: int,
               max_grad_norm: float | None, device: th.device | str) -> float:
