@@ -107,3 +107,28 @@ def test_dqn_stores_executed_suggestions_explores_at_its_final_epsilon_and_refin
                      "--episodes", "1", "--eval-episodes", "2", "--token-budget", "800",
                      "--run-dir", str(tmp_path / method)]) == 0
         assert DQN.load(tmp_path / method / "model.zip").num_timesteps == 300
+
+
+def test_off_policy_supervised_steps_count_every_replayed_transition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With two environments, each row of the replay buffer holds two transitions: the supervised
+    term is sized against all of them, after each gradient phase."""
+    from ultrarl.refine.supervised import SupervisedTerm
+
+    calls: list[tuple[int, int, int]] = []
+    steps_after = SupervisedTerm.steps_after
+
+    def recording(term: SupervisedTerm, rl_steps: int, rl_samples: int) -> int:
+        calls.append((rl_steps, rl_samples, model.replay_buffer.pos))
+        return steps_after(term, rl_steps, rl_samples)
+
+    monkeypatch.setattr(SupervisedTerm, "steps_after", recording)
+    table = _table("CartPole-v1", np.array(1, dtype=np.int64), radius=0.5)
+    settings = ModulationSettings(bc_weight=1.0, bc_anneal=False)
+    model = GuidedDQN("MlpPolicy", make_vec_env("CartPole-v1", n_envs=2, seed=0), learning_starts=32,
+                      train_freq=4, gradient_steps=2, seed=0, device="cpu",
+                      modulation=Modulation(table, True, False, settings))
+    model.set_logger(Logger(None, []))
+    model.learn(200)
+    assert calls and model.supervised.memory.size > 0
+    for rl_steps, rl_samples, rows in calls:
+        assert rl_steps == 2 and rl_samples == 2 * rows

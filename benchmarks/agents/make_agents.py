@@ -72,24 +72,29 @@ def main() -> None:
             continue
         for seed in seeds:
             out = HERE / slug / f"seed{seed}.zip"
+            key = f"{slug}/seed{seed}.zip"
             start = time.perf_counter()
             if out.exists():  # made before: evaluated and recorded again, not retrained
                 agent = PPO.load(out, device="cpu")
+                # The making's time, not this evaluation's; null for a file made outside this
+                # script (PongPoint's tuning agents, trained two at a time with `ultrarl pretrain`).
+                wall = manifest.get(key, {}).get("wall_s")
             else:
                 agent = pretrain(PretrainSettings(env_id=env_id, seed=seed, out=str(out), **options),  # type: ignore[arg-type]
                                  progress_bar=False)
+                wall = time.perf_counter() - start
             result = evaluate_agent(agent, env_id, 20, 10_000 + seed)
-            manifest[f"{slug}/seed{seed}.zip"] = {
-                "command": pretrain_command(env_id, options, seed),
-                "seed": seed, "versions": versions, "sha256": sha256(out), "eval_mean_20": result.mean,
-                "wall_s": time.perf_counter() - start}
+            manifest[key] = {"command": pretrain_command(env_id, options, seed), "seed": seed, "versions": versions,
+                             "sha256": sha256(out), "eval_mean_20": result.mean, "wall_s": wall}
             print(f"{env_id} seed {seed}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
         expert_out = HERE / "experts" / f"{slug}.zip"
         expert_out.parent.mkdir(parents=True, exist_ok=True)
+        expert_key = f"experts/{slug}.zip"
         start = time.perf_counter()
-        if expert_out.exists():  # made before: evaluated and recorded again, not refitted
+        made_before = expert_out.exists()
+        if made_before:  # evaluated and recorded again, not refitted
             expert = PPO.load(expert_out, device="cpu")
-            command = manifest.get(f"experts/{slug}.zip", {}).get("command", expert_command(env_id))
+            command = manifest.get(expert_key, {}).get("command", expert_command(env_id))
         elif env_id in EXPERT_MAKERS:
             expert = EXPERT_MAKERS[env_id](expert_out)
             command = expert_command(env_id)
@@ -97,10 +102,10 @@ def main() -> None:
             expert = pretrain(PretrainSettings(env_id="Hopper-v5", timesteps=150_000, seed=EXPERT_SEED,
                                                out=str(expert_out)), progress_bar=False)
             command = expert_command(env_id)
+        wall = manifest.get(expert_key, {}).get("wall_s") if made_before else time.perf_counter() - start
         result = evaluate_agent(expert, env_id, 20, 20_000)
-        manifest[f"experts/{slug}.zip"] = {"command": command, "seed": EXPERT_SEED, "versions": versions,
-                                           "sha256": sha256(expert_out), "eval_mean_20": result.mean,
-                                           "wall_s": time.perf_counter() - start}
+        manifest[expert_key] = {"command": command, "seed": EXPERT_SEED, "versions": versions,
+                                "sha256": sha256(expert_out), "eval_mean_20": result.mean, "wall_s": wall}
         print(f"expert {env_id}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
         manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 

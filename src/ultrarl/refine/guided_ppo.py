@@ -9,8 +9,8 @@ The environment's own reward reaches the Monitor wrapper untouched, so the true 
 PPO's clipped ratio caps what one executed suggestion can teach (about log 1.2 of
 log-probability per update, and a negative advantage pushes away from it). With ``bc_weight``
 > 0, in a method that executes suggestions, each update is followed by a supervised phase of
-``n_epochs`` passes over the advised states seen so far (at most as many minibatch steps as the
-update took): the policy's mean action (clipped to the action bounds, so a suggestion at a
+``n_epochs`` passes over the advised states seen so far (at most as many minibatch steps as a
+full update): the policy's mean action (clipped to the action bounds, so a suggestion at a
 bound never pulls a mean beyond it back inwards) is regressed on the suggestion; discrete
 policies get the cross-entropy. Its weight anneals with the override probability (ours; see
 docs/METHOD.md).
@@ -201,11 +201,12 @@ class GuidedPPO(PPO):
             self.logger.record("refine/bc_loss", self._supervised_phase(weight))
 
     def _supervised_phase(self, weight: float) -> float:
-        """``n_epochs`` passes over the advised states, at most as many minibatch steps as PPO's
-        update took."""
+        """``n_epochs`` passes over the advised states in minibatches of ``batch_size``, at most as
+        many steps as PPO's full update."""
         self.policy.set_training_mode(True)
-        rollout = self.n_steps * self.n_envs
-        n_batches = self.supervised.steps_after(self.n_epochs * max(1, rollout // self.batch_size), rollout)
+        rollout_size = self.n_steps * self.n_envs
+        n_batches = self.supervised.steps_after(self.n_epochs * max(1, rollout_size // self.batch_size),
+                                                rollout_size)
         return self.supervised.train(self._imitation_loss, weight, self.lr_schedule(self._current_progress_remaining),
                                      n_batches, self.batch_size, self.max_grad_norm, self.device)
 

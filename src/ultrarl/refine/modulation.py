@@ -8,9 +8,8 @@ At a state that matches a guidance-table entry:
 Beyond the paper (ours, each a setting, off when its weight or length is 0): a supervised term
 that pulls the policy towards the suggestions it executes (``bc_weight``, annealed; ULTRA-A and
 -RA only); a live advisor (the oracle's expert asked at the visited state instead of the
-table's nearest entry); and guided
-segments (``hold_steps``): an override that starts at a matched state keeps the advisor in
-control for that many further steps (the table's nearest entry at any distance when there is no
+table's nearest entry); and guided segments (``hold_steps``): an override that starts at a
+matched state keeps the advisor in control for that many further steps (the table's nearest entry at any distance when there is no
 live advisor), so advice reaches the states the agent never visits on its own, the ones a
 stuck agent needs (on MountainCar, the pumping swing up the hill). A segment ends with its
 episode.
@@ -41,7 +40,8 @@ class ModulationSettings(BaseModel):
     anneal_override: bool = Field(True, description="anneal the override probability linearly to 0")
     beta: float = Field(0.5, ge=0.0, description="implicit-reward weight, in units of mean |r| per step")
     bc_weight: float = Field(
-        1.0, ge=0.0, description="weight of the supervised term towards the suggestions (ours; 0: off)"
+        1.0, ge=0.0, description="weight of the supervised term towards the executed suggestions (ours; methods that "
+                    "execute suggestions only; 0: off)"
     )
     bc_anneal: bool = Field(True, description="anneal the supervised term linearly to 0")
     bc_memory: int = Field(20_000, gt=0, description="advised states kept for the supervised term")

@@ -90,11 +90,11 @@ class SupervisedTerm:
 
     def steps_after(self, rl_steps: int, rl_samples: int) -> int:
         """Minibatch steps after an RL update of ``rl_steps`` steps over ``rl_samples`` samples:
-        each advised state is seen as often as each of the update's samples, and there are never
-        more steps than the update took. A handful of table entries so gets a handful of steps;
-        the update's whole count fitted the policy to them alone (on Pong, the advice at a few
-        states became the action everywhere; BENCHMARKS.md). A fractional count is rounded at
-        random, from the term's own stream."""
+        the update's count scaled by the advised states' share of its samples, at most the
+        count itself (a minibatch holds at most the memory's size, so a memory smaller than
+        one gets fewer passes than the update's samples). A handful of table entries so gets a
+        handful of steps, not the 320 of an update with SB3's defaults on those few states
+        (docs/METHOD.md). A fractional count is rounded at random, from the term's own stream."""
         expected = rl_steps * min(1.0, self.memory.size / max(rl_samples, 1))
         whole = int(expected)
         return whole + int(expected > whole and self.rng.random() < expected - whole)
