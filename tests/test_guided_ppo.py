@@ -12,6 +12,7 @@ from ultrarl.envs.factory import make_vec_env
 from ultrarl.guidance.table import GuidanceTable
 from ultrarl.refine.guided_ppo import GuidedPPO
 from ultrarl.refine.modulation import Modulation, ModulationSettings
+from ultrarl.refine.supervised import SupervisedTerm
 
 
 class RecordingVecEnv(VecEnvWrapper):
@@ -363,10 +364,9 @@ def test_guided_ppo_whose_advice_never_applies_trains_exactly_as_ppo() -> None:
 
 
 def test_supervised_steps_scale_with_the_advised_states() -> None:
-    """Each advised state is seen as often as each rollout sample: 20 states after an update of
-    320 steps over 2048 samples get 3.125 steps on average (3 or 4), a memory at least the
-    rollout's size the update's 320, and an empty one none."""
-    from ultrarl.refine.supervised import SupervisedTerm
+    """The update's step count scaled by the advised states' share of its samples: 20 states
+    after an update of 320 steps over 2048 samples get 3.125 steps on average (3 or 4), a memory
+    at least the rollout's size the update's 320, and an empty one none."""
 
     def term(size: int) -> SupervisedTerm:
         supervised = SupervisedTerm([th.nn.Parameter(th.zeros(1))], th.optim.Adam, {}, 5000, (3,), (), seed=0)

@@ -17,6 +17,7 @@ from ultrarl.cli import main
 from ultrarl.envs.factory import make_vec_env
 from ultrarl.refine.guided_off_policy import GuidedDQN, GuidedSAC, GuidedTD3
 from ultrarl.refine.modulation import Modulation, ModulationSettings
+from ultrarl.refine.supervised import SupervisedTerm
 
 
 @pytest.mark.parametrize("cls", [GuidedSAC, GuidedTD3])
@@ -112,8 +113,6 @@ def test_dqn_stores_executed_suggestions_explores_at_its_final_epsilon_and_refin
 def test_off_policy_supervised_steps_count_every_replayed_transition(monkeypatch: pytest.MonkeyPatch) -> None:
     """With two environments, each row of the replay buffer holds two transitions: the supervised
     term is sized against all of them, after each gradient phase."""
-    from ultrarl.refine.supervised import SupervisedTerm
-
     calls: list[tuple[int, int, int]] = []
     steps_after = SupervisedTerm.steps_after
 

@@ -9,8 +9,8 @@ at the two places where SB3's off-policy loop chooses and stores a transition.
   reward, so the logged return is the environment's.
 - ``train``: after the algorithm's gradient steps, steps of the supervised term regress the
   actor's deterministic action on the suggestions (DQN: the cross-entropy of its Q-values taken
-  as logits), as many as see each advised state as often as the gradient steps see each replayed
-  transition, at most one per gradient step (``refine/supervised.py``).
+  as logits): enough steps to see each advised state as often as the gradient steps see each
+  replayed transition, at most one per gradient step (``refine/supervised.py``).
 A refinement acts with the agent's own policy from its first step: the uniform warm-up of
 ``learning_starts`` is for training from scratch, and would replace a trained agent by noise;
 updates start once the replay buffer holds ``learning_starts`` transitions, for continued

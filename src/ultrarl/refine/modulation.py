@@ -9,10 +9,10 @@ Beyond the paper (ours, each a setting, off when its weight or length is 0): a s
 that pulls the policy towards the suggestions it executes (``bc_weight``, annealed; ULTRA-A and
 -RA only); a live advisor (the oracle's expert asked at the visited state instead of the
 table's nearest entry); and guided segments (``hold_steps``): an override that starts at a
-matched state keeps the advisor in control for that many further steps (the table's nearest entry at any distance when there is no
-live advisor), so advice reaches the states the agent never visits on its own, the ones a
-stuck agent needs (on MountainCar, the pumping swing up the hill). A segment ends with its
-episode.
+matched state keeps the advisor in control for that many further steps (the table's nearest
+entry at any distance when there is no live advisor), so advice reaches the states the agent
+never visits on its own, the ones a stuck agent needs (on MountainCar, the pumping swing up the
+hill). A segment ends with its episode.
 """
 
 from __future__ import annotations
