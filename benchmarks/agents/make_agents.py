@@ -55,6 +55,13 @@ def expert_command(env_id: str) -> str:
     return f"ultrarl pretrain Hopper-v5 --timesteps 150000 --seed {EXPERT_SEED}"
 
 
+def making_time(manifest: dict, key: str, made_before: bool, start: float) -> float | None:
+    """Wall seconds of making ``key``: this run's, or for a file made before the one recorded
+    (not this evaluation's; null for a file made outside this script, such as PongPoint's tuning
+    agents, trained two at a time with `ultrarl pretrain`)."""
+    return manifest.get(key, {}).get("wall_s") if made_before else time.perf_counter() - start
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -74,15 +81,13 @@ def main() -> None:
             out = HERE / slug / f"seed{seed}.zip"
             key = f"{slug}/seed{seed}.zip"
             start = time.perf_counter()
-            if out.exists():  # made before: evaluated and recorded again, not retrained
+            made_before = out.exists()
+            if made_before:  # evaluated and recorded again, not retrained
                 agent = PPO.load(out, device="cpu")
-                # The making's time, not this evaluation's; null for a file made outside this
-                # script (PongPoint's tuning agents, trained two at a time with `ultrarl pretrain`).
-                wall = manifest.get(key, {}).get("wall_s")
             else:
                 agent = pretrain(PretrainSettings(env_id=env_id, seed=seed, out=str(out), **options),  # type: ignore[arg-type]
                                  progress_bar=False)
-                wall = time.perf_counter() - start
+            wall = making_time(manifest, key, made_before, start)
             result = evaluate_agent(agent, env_id, 20, 10_000 + seed)
             manifest[key] = {"command": pretrain_command(env_id, options, seed), "seed": seed, "versions": versions,
                              "sha256": sha256(out), "eval_mean_20": result.mean, "wall_s": wall}
@@ -102,7 +107,7 @@ def main() -> None:
             expert = pretrain(PretrainSettings(env_id="Hopper-v5", timesteps=150_000, seed=EXPERT_SEED,
                                                out=str(expert_out)), progress_bar=False)
             command = expert_command(env_id)
-        wall = manifest.get(expert_key, {}).get("wall_s") if made_before else time.perf_counter() - start
+        wall = making_time(manifest, expert_key, made_before, start)
         result = evaluate_agent(expert, env_id, 20, 20_000)
         manifest[expert_key] = {"command": command, "seed": EXPERT_SEED, "versions": versions,
                                 "sha256": sha256(expert_out), "eval_mean_20": result.mean, "wall_s": wall}
