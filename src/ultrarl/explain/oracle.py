@@ -5,8 +5,8 @@ mean or mode, not the exploration noise of a sampled rollout action) differs mos
 expert's, actions that act alike counting as one (Pong's FIRE variants). The suggestion is the
 expert's deterministic action; the implicit reward rates the agent's own action by its distance
 to the expert's (``rate_action``: +1 equal, -1 a full range apart or, discrete, a different
-action). During refinement the expert can also be asked live at
-every matched state (``ModulationSettings.live_advisor``), which is the machinery's true upper bound.
+action). During refinement the expert can also be asked live at every matched state
+(``ModulationSettings.live_advisor``), which is the machinery's true upper bound.
 """
 
 from __future__ import annotations
