@@ -151,3 +151,24 @@ def test_tasks_give_an_environment_its_own_seeds_budget_and_settings(tmp_path: P
     bad = {**config, "tasks": {"Acrobot-v1": {"seeds": [0]}}}
     code, _, err = _bench(tmp_path, bad, capsys)
     assert code == 2 and "tasks name environments not in envs: Acrobot-v1" in err
+
+
+def test_report_shows_where_shipped_agents_stopped_pretraining(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """Agents shipped with their ``--until-plateau`` record: the report gives each one's pretraining
+    curve and where it stopped, the first half of the plateau evidence."""
+    shipped = tmp_path / "agents"
+    for seed in (0, 1):
+        assert main(["pretrain", "CartPole-v1", "--timesteps", "4096", "--until-plateau", "--plateau-eval-every", "1024",
+                     "--plateau-eval-episodes", "2", "--plateau-window", "2", "--seed", str(seed),
+                     "--out", str(shipped / f"seed{seed}.zip")]) == 0
+    records = {seed: json.loads((shipped / f"seed{seed}.pretrain.json").read_text()) for seed in (0, 1)}
+    config = {**TINY, "methods": ["none", "ppo"], "agents": {"CartPole-v1": str(shipped)}}
+    code, _, err = _bench(tmp_path, config, capsys)
+    assert code == 0, err
+    report = (tmp_path / "out/report.md").read_text()
+    assert "## Pretraining: where each agent stopped" in report
+    for seed, record in records.items():
+        assert (f"| CartPole-v1 | {seed} | {record['timesteps']:,} (4,096) | {record['stopped']} | "
+                f"{record['best_return']:.1f} | {record['evaluations'][-1]['mean']:.1f} |") in report
+    assert "pretraining_CartPole-v1.png" in report and (tmp_path / "out/pretraining_CartPole-v1.png").stat().st_size > 0
+    assert not (tmp_path / "out/agents").exists()  # the shipped agents were used, none pretrained

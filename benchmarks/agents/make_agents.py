@@ -3,15 +3,20 @@ records each file's command, seed, versions and SHA-256).
 
     python benchmarks/agents/make_agents.py [--only ENV_SLUG]
 
+Two makers may run side by side, one per core (``--only``): each writes MANIFEST.json file by
+file, keeping the other's entries.
+
 - Stuck agents: SB3 PPO with its default hyperparameters, ``PRETRAIN`` steps, one per seed.
   On MountainCarContinuous-v0 PPO learns to stand still (the action costs energy, the flag is
-  never found); on SparseHopper-v5 the reward only starts once the torso is past x = 0.6.
+  never found); on SparseHopper-v5 and SparseWalker2d-v5 the reward only starts once the torso
+  is past x = 0.6.
+- PongPoint-v0's, Hopper-v5's and Walker2d-v5's agents are PPO trained until their evaluated
+  return stopped improving (``--until-plateau``, with a step cap), not for a fixed budget.
 - Experts (the oracle's advisor, an upper bound): on MountainCarContinuous-v0 a PPO policy
   network fitted by supervised learning to the energy-pumping controller a = sign(velocity)
-  (reaches the flag from every start); on SparseHopper-v5 PPO trained on dense Hopper-v5; on
-  PongPoint-v0 a PPO policy fitted to a paddle that follows the ball (``ultrarl.experts``).
-- PongPoint-v0's agent is PPO trained until its evaluated win rate stopped improving
-  (``--until-plateau``), not for a fixed budget.
+  (reaches the flag from every start); on PongPoint-v0 a PPO policy fitted to a paddle that
+  follows the ball (``ultrarl.experts``); on the MuJoCo tasks PPO trained longer on the dense
+  task (``PPO_EXPERTS``; a sparse task shares its dense twin's file).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -31,16 +37,30 @@ from ultrarl.pipeline import pretrain
 from ultrarl.settings import PretrainSettings
 
 HERE = Path(__file__).resolve().parent
-# Seeds 0-9 (0-4 on SparseHopper and PongPoint) are the benchmark's evaluation seeds; seeds
+# Seeds 0-9 (0-4 on every task but MountainCar) are the benchmark's evaluation seeds; seeds
 # 100-102 (MountainCar, PongPoint) are tuning seeds: defaults are chosen on them, never on the
 # evaluation seeds.
 TUNING_SEEDS = [100, 101, 102]
+# Dense MuJoCo agents train until their evaluated return stops improving (at most 500k steps)
+DENSE_PLATEAU: dict[str, object] = {"timesteps": 500_000, "until_plateau": True, "plateau_eval_every": 25_000,
+                                    "plateau_eval_episodes": 10, "plateau_window": 4}
 # env -> (``ultrarl pretrain`` options beyond the env and seed, seeds)
 PRETRAIN: dict[str, tuple[dict[str, object], list[int]]] = {
     "MountainCarContinuous-v0": ({"timesteps": 30_000}, [*range(10), *TUNING_SEEDS]),
     "ultrarl/SparseHopper-v5": ({"timesteps": 60_000}, list(range(5))),
     "ultrarl/PongPoint-v0": ({"timesteps": 300_000, "until_plateau": True, "plateau_eval_every": 20_000,
                               "plateau_eval_episodes": 20, "plateau_window": 4}, [*range(5), *TUNING_SEEDS]),
+    "ultrarl/SparseWalker2d-v5": ({"timesteps": 60_000}, list(range(5))),
+    "Hopper-v5": (DENSE_PLATEAU, list(range(5))),
+    "Walker2d-v5": (DENSE_PLATEAU, list(range(5))),
+}
+# env -> (the dense env a PPO expert trains on, its steps), for tasks without a scripted expert.
+# A sparse task's expert is its dense twin's: the same command, so one training, one file.
+PPO_EXPERTS: dict[str, tuple[str, int]] = {
+    "ultrarl/SparseHopper-v5": ("Hopper-v5", 150_000),
+    "Hopper-v5": ("Hopper-v5", 1_000_000),
+    "ultrarl/SparseWalker2d-v5": ("Walker2d-v5", 1_000_000),
+    "Walker2d-v5": ("Walker2d-v5", 1_000_000),
 }
 
 
@@ -52,7 +72,14 @@ def pretrain_command(env_id: str, options: dict[str, object], seed: int) -> str:
 def expert_command(env_id: str) -> str:
     if env_id in EXPERT_MAKERS:
         return f"benchmarks/agents/make_agents.py: ultrarl.experts.{EXPERT_MAKERS[env_id].__name__}"
-    return f"ultrarl pretrain Hopper-v5 --timesteps 150000 --seed {EXPERT_SEED}"
+    train_env, timesteps = PPO_EXPERTS[env_id]
+    return f"ultrarl pretrain {train_env} --timesteps {timesteps} --seed {EXPERT_SEED}"
+
+
+def made_expert(manifest: dict, command: str) -> Path | None:
+    """A shipped expert file made by ``command`` (another task's: a sparse task and its dense twin)."""
+    return next((HERE / key for key, entry in manifest.items()
+                 if key.startswith("experts/") and entry["command"] == command and (HERE / key).exists()), None)
 
 
 def making_time(manifest: dict, key: str, made_before: bool, start: float) -> float | None:
@@ -64,6 +91,15 @@ def making_time(manifest: dict, key: str, made_before: bool, start: float) -> fl
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def record(manifest_path: Path, key: str, entry: dict) -> dict:
+    """Write ``entry`` into MANIFEST.json as it is on disk now, file by file: two makers running
+    side by side (one per core, ``--only``) keep each other's entries. Returns the manifest."""
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[key] = entry
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
 
 
 def main() -> None:
@@ -89,8 +125,9 @@ def main() -> None:
                                  progress_bar=False)
             wall = making_time(manifest, key, made_before, start)
             result = evaluate_agent(agent, env_id, 20, 10_000 + seed)
-            manifest[key] = {"command": pretrain_command(env_id, options, seed), "seed": seed, "versions": versions,
-                             "sha256": sha256(out), "eval_mean_20": result.mean, "wall_s": wall}
+            manifest = record(manifest_path, key, {
+                "command": pretrain_command(env_id, options, seed), "seed": seed, "versions": versions,
+                "sha256": sha256(out), "eval_mean_20": result.mean, "wall_s": wall})
             print(f"{env_id} seed {seed}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
         expert_out = HERE / "experts" / f"{slug}.zip"
         expert_out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,15 +141,24 @@ def main() -> None:
             expert = EXPERT_MAKERS[env_id](expert_out)
             command = expert_command(env_id)
         else:
-            expert = pretrain(PretrainSettings(env_id="Hopper-v5", timesteps=150_000, seed=EXPERT_SEED,
-                                               out=str(expert_out)), progress_bar=False)
             command = expert_command(env_id)
+            manifest = json.loads(manifest_path.read_text())  # the other maker's files too
+            twin = made_expert(manifest, command)
+            if twin is not None:  # its making time is the twin's
+                shutil.copyfile(twin, expert_out)
+                expert = PPO.load(expert_out, device="cpu")
+                manifest[expert_key] = {"wall_s": manifest[str(twin.relative_to(HERE))]["wall_s"]}
+                made_before = True
+            else:
+                train_env, timesteps = PPO_EXPERTS[env_id]
+                expert = pretrain(PretrainSettings(env_id=train_env, timesteps=timesteps, seed=EXPERT_SEED,
+                                                   out=str(expert_out)), progress_bar=False)
         wall = making_time(manifest, expert_key, made_before, start)
         result = evaluate_agent(expert, env_id, 20, 20_000)
-        manifest[expert_key] = {"command": command, "seed": EXPERT_SEED, "versions": versions,
-                                "sha256": sha256(expert_out), "eval_mean_20": result.mean, "wall_s": wall}
+        manifest = record(manifest_path, expert_key, {
+            "command": command, "seed": EXPERT_SEED, "versions": versions, "sha256": sha256(expert_out),
+            "eval_mean_20": result.mean, "wall_s": wall})
         print(f"expert {env_id}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
-        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -182,6 +182,7 @@ BENCH_CONFIG = "bench.yaml"
 RESULTS = "results.csv"
 ESTIMATES = "estimates.json"
 PERFORMANCE_PROFILE = "performance_profile.png"
+PRETRAINING_FIGURE = "pretraining_{slug}.png"
 
 
 def env_slug(env_id: str) -> str:
@@ -190,6 +191,14 @@ def env_slug(env_id: str) -> str:
 
 def bench_agent_path(bench_dir: Path, env_id: str, seed: int) -> Path:
     return bench_dir / "agents" / env_slug(env_id) / f"seed{seed}.zip"
+
+
+def grid_agent_path(bench_dir: Path, shipped: dict[str, str], env_id: str, seed: int) -> Path:
+    """A grid's agent for ``seed``: from the folder of shipped agents its config names for the
+    environment (``agents:``), else the one the bench pretrained."""
+    if env_id in shipped:
+        return Path(shipped[env_id]) / f"seed{seed}.zip"
+    return bench_agent_path(bench_dir, env_id, seed)
 
 
 def bench_expert_path(bench_dir: Path, env_id: str) -> Path:

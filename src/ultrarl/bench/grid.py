@@ -167,9 +167,7 @@ class JobResult:
 
 
 def agent_path(bench_dir: Path, config: BenchConfig, env_id: str, seed: int) -> Path:
-    if env_id in config.agents:
-        return Path(config.agents[env_id]) / f"seed{seed}.zip"
-    return files.bench_agent_path(bench_dir, env_id, seed)
+    return files.grid_agent_path(bench_dir, config.agents, env_id, seed)
 
 
 def expert_env(config: BenchConfig, env_id: str) -> str:

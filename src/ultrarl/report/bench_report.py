@@ -7,6 +7,8 @@
   environment, over every run of the grid), and the probability of improvement of each method
   over ``ppo``.
 - Learning curves (PNG): true episodic return against refinement steps, mean ± std over seeds.
+- Where the agents were pretrained with ``--until-plateau``: each one's evaluated return during
+  pretraining (PNG) and where it stopped, beside continued PPO's gain (the plateau evidence).
 - ``report.md`` and a self-contained ``report.html`` (plots embedded) with a sample of critical
   states and the LLM's reasons.
 """
@@ -227,6 +229,41 @@ def learning_curves(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -
     return paths
 
 
+def pretraining_records(config: dict[str, Any], bench_dir: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """env -> seed -> the agent's pretraining record (``--until-plateau``'s evaluations), for the
+    agents that have one: the first half of each task's plateau evidence."""
+    records: dict[str, dict[int, dict[str, Any]]] = {}
+    for env_id in config["envs"]:
+        for seed in task_config(config, env_id)["seeds"]:
+            path = files.pretrain_record(files.grid_agent_path(bench_dir, config.get("agents") or {}, env_id, seed))
+            if path.exists():
+                records.setdefault(env_id, {})[seed] = json.loads(path.read_text())
+    return records
+
+
+def pretraining_curves(records: dict[str, dict[int, dict[str, Any]]], out_dir: Path) -> list[Path]:
+    """One PNG per environment: each agent's evaluated return during pretraining, to where it stopped."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for env_id, by_seed in records.items():
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for seed, record in by_seed.items():
+            steps = [e["timestep"] for e in record["evaluations"]]
+            ax.plot(steps, [e["mean"] for e in record["evaluations"]], marker=".", label=f"seed {seed} ({record['stopped']})")
+        ax.set_title(f"{env_id}: evaluated return during pretraining")
+        ax.set_xlabel("pretraining steps")
+        ax.set_ylabel("evaluated return (deterministic)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        name = files.PRETRAINING_FIGURE.format(slug=files.env_slug(env_id))
+        paths.append(files.write_figure(out_dir / name, fig))
+    return paths
+
+
 def _binned_curve(path: Path, edges: np.ndarray) -> np.ndarray | None:
     data = read_curve(path)
     if not data:
@@ -263,7 +300,8 @@ def write_bench_report(bench_dir: Path) -> Path:
     config, rows = collect_rows(bench_dir)
     table = final_return_table(config, rows)
     estimates = rliable_estimates(config, rows)
-    curves = learning_curves(config, rows, bench_dir)
+    records = pretraining_records(config, bench_dir)
+    curves = pretraining_curves(records, bench_dir) + learning_curves(config, rows, bench_dir)
     profile = performance_profile(config, rows, bench_dir)
     curves += [profile] if profile is not None else []
     sample = critical_state_sample(rows)
@@ -273,7 +311,7 @@ def write_bench_report(bench_dir: Path) -> Path:
     estimates["paired_difference_to_ppo"] = paired_differences(config, rows)
     files.write_json(bench_dir / files.ESTIMATES, estimates)
     _rewrite_run_reports(bench_dir, rows)
-    markdown = render_markdown(config, rows, table, estimates, curves, sample)
+    markdown = render_markdown(config, rows, table, estimates, curves, sample, records)
     files.write_text_atomic(bench_dir / files.REPORT_MD, markdown)
     files.write_text_atomic(bench_dir / files.REPORT_HTML, render_page(markdown, f"ultrarl bench: {config['name']}",
                                                                        bench_dir))
@@ -345,7 +383,7 @@ def _grid_lines(config: dict[str, Any]) -> list[str]:
 
 def render_markdown(
     config: dict[str, Any], rows: list[RunRow], table: list[dict[str, Any]], estimates: dict[str, Any],
-    curves: list[Path], sample: list[dict[str, Any]],
+    curves: list[Path], sample: list[dict[str, Any]], records: dict[str, dict[int, dict[str, Any]]],
 ) -> str:
     lines = [f"# ultrarl bench: {config['name']}", "", *_grid_lines(config), ""]
     failures = [r for r in rows if r.status != "done"]
@@ -368,6 +406,12 @@ def render_markdown(
         lines.append("(no method has every seed finished)")
     paired = estimates.get("paired_difference_to_ppo", {})
     plateau = {env: diffs["none"] for env, diffs in paired.items() if "none" in diffs}
+    if records:
+        lines += ["", "## Pretraining: where each agent stopped (`--until-plateau`)", "",
+                  "| env | seed | steps (cap) | stopped | best evaluated return | last |", "|---|---:|---:|---|---:|---:|"]
+        for env, by_seed in records.items():
+            lines += [f"| {env} | {seed} | {r['timesteps']:,} ({r['cap']:,}) | {r['stopped']} | {r['best_return']:.1f} | "
+                      f"{r['evaluations'][-1]['mean']:.1f} |" for seed, r in by_seed.items() if r["evaluations"]]
     if plateau:  # ppo minus the agent as it is: how much continued training still gains
         lines += ["", "## Plateau evidence: what continued training gains over the agent as it is", "",
                   "| env | gain of ppo over none, mean [95% bootstrap CI over seeds] |", "|---|---:|"]
