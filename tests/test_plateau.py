@@ -28,6 +28,39 @@ def test_pretraining_stops_at_a_plateau_and_records_its_curve(tmp_path: Path, ma
     assert record["best_return"] == max(e["mean"] for e in record["evaluations"])
 
 
+def test_keep_best_writes_the_evaluated_best_checkpoint(tmp_path: Path) -> None:
+    """An evaluation at step 2048 j sees the policy after j - 1 updates (PPO updates after each
+    2048-step rollout; evaluating takes no draw from the training streams), so the kept agent is
+    weight for weight the agent trained for 2048 (j - 1) steps, or the untrained one."""
+    import torch
+    from stable_baselines3 import PPO
+
+    from ultrarl.envs.factory import make_vec_env
+
+    out = tmp_path / "best.zip"
+    assert main(["pretrain", "CartPole-v1", "--timesteps", "6144", "--keep-best", "--plateau-eval-every", "2048",
+                 "--plateau-eval-episodes", "3", "--seed", "3", "--out", str(out)]) == 0
+    record = json.loads(out.with_suffix(".pretrain.json").read_text())
+    means = [e["mean"] for e in record["evaluations"]]
+    assert record["stopped"] == "cap" and [e["timestep"] for e in record["evaluations"]] == [2048, 4096, 6144]
+    assert record["kept_timestep"] == 2048 * (means.index(max(means)) + 1) and record["best_return"] == max(means)
+    updates = record["kept_timestep"] // 2048 - 1
+    if updates:
+        reference_zip = tmp_path / "reference.zip"
+        assert main(["pretrain", "CartPole-v1", "--timesteps", str(2048 * updates), "--seed", "3",
+                     "--out", str(reference_zip)]) == 0
+        reference = PPO.load(reference_zip, device="cpu")
+    else:
+        reference = PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=1, seed=3), seed=3, device="cpu")
+    kept = PPO.load(out, device="cpu")
+    for name, tensor in kept.policy.state_dict().items():
+        assert torch.equal(tensor, reference.policy.state_dict()[name]), name
+    final = tmp_path / "final.zip"  # without --keep-best: the last, after 3 updates (the kept has at most 2)
+    assert main(["pretrain", "CartPole-v1", "--timesteps", "6144", "--seed", "3", "--out", str(final)]) == 0
+    last = PPO.load(final, device="cpu").policy.state_dict()
+    assert any(not torch.equal(t, last[n]) for n, t in kept.policy.state_dict().items())
+
+
 def test_plateau_check_finds_the_shipped_mountaincar_agent_stuck(tmp_path: Path) -> None:
     run_dir = tmp_path / "plateau"
     assert main(["plateau", "MountainCarContinuous-v0", "--agent", str(AGENTS / "MountainCarContinuous-v0/seed100.zip"),

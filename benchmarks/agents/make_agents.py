@@ -54,26 +54,33 @@ PRETRAIN: dict[str, tuple[dict[str, object], list[int]]] = {
     "Hopper-v5": (DENSE_PLATEAU, list(range(5))),
     "Walker2d-v5": (DENSE_PLATEAU, list(range(5))),
 }
-# env -> (the dense env a PPO expert trains on, its steps), for tasks without a scripted expert.
-# A sparse task's expert is its dense twin's: the same command, so one training, one file.
-PPO_EXPERTS: dict[str, tuple[str, int]] = {
-    "ultrarl/SparseHopper-v5": ("Hopper-v5", 150_000),
-    "Hopper-v5": ("Hopper-v5", 1_000_000),
-    "ultrarl/SparseWalker2d-v5": ("Walker2d-v5", 1_000_000),
-    "Walker2d-v5": ("Walker2d-v5", 1_000_000),
+# env -> (the dense env a PPO expert trains on, its ``ultrarl pretrain`` options), for tasks without
+# a scripted expert. PPO's evaluated return swings between updates, so the newer experts keep their
+# evaluated-best checkpoint (their own evaluation episodes, not the benchmark's). A sparse task's
+# expert is its dense twin's: the same command, so one training, one file.
+BEST_OF_1M: dict[str, object] = {"timesteps": 1_000_000, "keep_best": True, "plateau_eval_every": 25_000,
+                                 "plateau_eval_episodes": 10}
+PPO_EXPERTS: dict[str, tuple[str, dict[str, object]]] = {
+    "ultrarl/SparseHopper-v5": ("Hopper-v5", {"timesteps": 150_000}),
+    "Hopper-v5": ("Hopper-v5", BEST_OF_1M),
+    "ultrarl/SparseWalker2d-v5": ("Walker2d-v5", BEST_OF_1M),
+    "Walker2d-v5": ("Walker2d-v5", BEST_OF_1M),
 }
 
 
+def flags(options: dict[str, object]) -> str:
+    return " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in options.items())
+
+
 def pretrain_command(env_id: str, options: dict[str, object], seed: int) -> str:
-    flags = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in options.items())
-    return f"ultrarl pretrain {env_id} {flags} --seed {seed} --out seed{seed}.zip"
+    return f"ultrarl pretrain {env_id} {flags(options)} --seed {seed} --out seed{seed}.zip"
 
 
 def expert_command(env_id: str) -> str:
     if env_id in EXPERT_MAKERS:
         return f"benchmarks/agents/make_agents.py: ultrarl.experts.{EXPERT_MAKERS[env_id].__name__}"
-    train_env, timesteps = PPO_EXPERTS[env_id]
-    return f"ultrarl pretrain {train_env} --timesteps {timesteps} --seed {EXPERT_SEED}"
+    train_env, options = PPO_EXPERTS[env_id]
+    return f"ultrarl pretrain {train_env} {flags(options)} --seed {EXPERT_SEED}"
 
 
 def made_expert(manifest: dict, command: str) -> Path | None:
@@ -150,9 +157,9 @@ def main() -> None:
                 manifest[expert_key] = {"wall_s": manifest[str(twin.relative_to(HERE))]["wall_s"]}
                 made_before = True
             else:
-                train_env, timesteps = PPO_EXPERTS[env_id]
-                expert = pretrain(PretrainSettings(env_id=train_env, timesteps=timesteps, seed=EXPERT_SEED,
-                                                   out=str(expert_out)), progress_bar=False)
+                train_env, options = PPO_EXPERTS[env_id]
+                expert = pretrain(PretrainSettings(env_id=train_env, seed=EXPERT_SEED, out=str(expert_out), **options),  # type: ignore[arg-type]
+                                  progress_bar=False)
         wall = making_time(manifest, expert_key, made_before, start)
         result = evaluate_agent(expert, env_id, 20, 20_000)
         manifest = record(manifest_path, expert_key, {

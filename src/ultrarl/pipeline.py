@@ -3,6 +3,7 @@ The CLI, the demo and the bench workers call these; the stages live in ``ultrarl
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from ultrarl.explain.explainer import CriticalState
 from ultrarl.explain.prompts import EpisodePrompt, build_episode_prompt
 from ultrarl.llm.factory import token_counter
 from ultrarl.methods import Method, get_method
-from ultrarl.refine.callbacks import PlateauStop
+from ultrarl.refine.callbacks import EvaluationRecord, PlateauStop
 from ultrarl.refine.checkpoint import latest_checkpoint, remove_checkpoints
 from ultrarl.refine.refiner import Refiner, load_checked_agent
 from ultrarl.report.console import console
@@ -45,31 +46,45 @@ LLM_METRICS = ("calls", "cache_hits", "parse_failures", "copied_answers", "copie
 
 def pretrain(settings: PretrainSettings, progress_bar: bool = True) -> PPO:
     """A PPO agent with SB3's default hyperparameters and a small budget: a sub-optimal agent.
-    With ``until_plateau``, training stops once its evaluated return has plateaued, and the
-    evaluations (the pretraining curve, evidence of the plateau) are written beside the zip."""
+    With ``until_plateau``, training stops once its evaluated return has plateaued; with
+    ``keep_best``, the evaluated-best checkpoint is the one written. Either way the evaluations
+    (the pretraining curve, evidence of the plateau) are written beside the zip."""
     validate_env_id(settings.env_id)
     env = make_vec_env(settings.env_id, n_envs=1, seed=settings.seed)
     agent = PPO("MlpPolicy", env, seed=settings.seed, device="cpu", verbose=0)
     agent.set_logger(Logger(None, []))  # SB3's default logger would create a folder in /tmp
-    plateau = PlateauStop(settings.plateau_window, settings.plateau_margin) if settings.until_plateau else None
-    callback = None
-    if plateau is not None:
-        eval_env = make_vec_env(settings.env_id, n_envs=1, seed=settings.seed + EVAL_SEED_OFFSET)
-        callback = EvalCallback(eval_env, callback_after_eval=plateau, n_eval_episodes=settings.plateau_eval_episodes,
-                                eval_freq=settings.plateau_eval_every, deterministic=True, verbose=0)
-    agent.learn(total_timesteps=settings.timesteps, progress_bar=progress_bar, callback=callback)
-    out = Path(settings.out)
+    if not (settings.until_plateau or settings.keep_best):
+        agent.learn(total_timesteps=settings.timesteps, progress_bar=progress_bar)
+        return _write_agent(agent, Path(settings.out))
+    record = PlateauStop(settings.plateau_window, settings.plateau_margin) if settings.until_plateau else EvaluationRecord()
+    eval_env = make_vec_env(settings.env_id, n_envs=1, seed=settings.seed + EVAL_SEED_OFFSET)
+    with tempfile.TemporaryDirectory() as best_dir:
+        callback = EvalCallback(eval_env, callback_after_eval=record, n_eval_episodes=settings.plateau_eval_episodes,
+                                eval_freq=settings.plateau_eval_every, deterministic=True, verbose=0,
+                                best_model_save_path=best_dir if settings.keep_best else None)
+        agent.learn(total_timesteps=settings.timesteps, progress_bar=progress_bar, callback=callback)
+        steps = int(agent.num_timesteps)
+        best_zip = Path(best_dir) / "best_model.zip"
+        if settings.keep_best and best_zip.exists():  # no evaluation ran: the last is kept
+            agent = PPO.load(best_zip, device="cpu")
+    out = _write_agent(agent, Path(settings.out))
+    plateaued = isinstance(record, PlateauStop) and record.plateaued
+    # SB3 keeps the first evaluation that beats every earlier one: the first maximum
+    kept = max(record.evaluations, key=lambda e: e[1])[0] if settings.keep_best and record.evaluations else steps
+    files.write_json(files.pretrain_record(Path(settings.out)), {
+        "env_id": settings.env_id, "seed": settings.seed, "timesteps": steps, "cap": settings.timesteps,
+        "stopped": "plateau" if plateaued else "cap", "kept_timestep": kept,
+        "best_return": record.best, "window": settings.plateau_window, "margin": settings.plateau_margin,
+        "evaluations": [{"timestep": t, "mean": m} for t, m in record.evaluations]})
+    console.print(f"pretraining {'reached a plateau' if plateaued else 'hit the step cap'} at {steps} steps "
+                  f"(best evaluated return {record.best:.1f}; kept the checkpoint of step {kept}); "
+                  f"curve: {files.pretrain_record(Path(settings.out))}")
+    return out
+
+
+def _write_agent(agent: PPO, out: Path) -> PPO:
     out.parent.mkdir(parents=True, exist_ok=True)
     files.write_model(out, agent)
-    if plateau is not None:
-        files.write_json(files.pretrain_record(out), {
-            "env_id": settings.env_id, "seed": settings.seed, "timesteps": int(agent.num_timesteps),
-            "cap": settings.timesteps, "stopped": "plateau" if plateau.plateaued else "cap",
-            "best_return": plateau.best, "window": settings.plateau_window, "margin": settings.plateau_margin,
-            "evaluations": [{"timestep": t, "mean": m} for t, m in plateau.evaluations]})
-        console.print(f"pretraining {'reached a plateau' if plateau.plateaued else 'hit the step cap'} at "
-                      f"{agent.num_timesteps} steps (best evaluated return {plateau.best:.1f}); "
-                      f"curve: {files.pretrain_record(out)}")
     return agent
 
 

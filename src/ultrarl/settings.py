@@ -174,7 +174,10 @@ class PretrainSettings(EnvSettings):
     out: str = Field(description="where the agent zip is written", json_schema_extra={"required_flag": True})
     until_plateau: bool = Field(False, description="stop once the evaluated return has not improved by more than "
                                                    "--plateau-margin for --plateau-window evaluations")
-    plateau_eval_every: int = Field(10_000, gt=0, description="steps between evaluations (environment steps)")
+    keep_best: bool = Field(False, description="write the checkpoint with the best evaluated return, not the last "
+                                               "(PPO's return swings between updates; RL Zoo keeps its best model too)")
+    plateau_eval_every: int = Field(10_000, gt=0, description="steps between evaluations (environment steps; "
+                                                              "--until-plateau, --keep-best)")
     plateau_eval_episodes: int = Field(10, gt=0, description="episodes per evaluation, deterministic")
     plateau_window: int = Field(5, gt=0, description="evaluations without improvement that make a plateau")
     plateau_margin: float = Field(0.02, ge=0, description="an improvement beats the best return so far by more "

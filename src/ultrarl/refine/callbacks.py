@@ -51,11 +51,30 @@ class ExplorationLogger(BaseCallback):
             self.logger.record("refine/critical_start_rate", sum(starts) / total if total else 0.0)
 
 
-class PlateauStop(BaseCallback):
+class EvaluationRecord(BaseCallback):
+    """Records each evaluation of SB3's ``EvalCallback`` (which calls it after evaluating): the
+    pretraining curve that ``ultrarl pretrain`` writes beside the agent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.best = -float("inf")
+        self.evaluations: list[tuple[int, float]] = []  # (timestep, mean evaluated return)
+
+    def _on_step(self) -> bool:
+        evaluation = self.parent  # the EvalCallback that just evaluated
+        mean = float(evaluation.last_mean_reward)  # type: ignore[union-attr]
+        self.evaluations.append((self.num_timesteps, mean))
+        self._record(mean)
+        return True
+
+    def _record(self, mean: float) -> None:
+        self.best = max(self.best, mean)
+
+
+class PlateauStop(EvaluationRecord):
     """Ends training once the evaluated return has not improved for ``window`` evaluations
-    (``ultrarl pretrain --until-plateau``): SB3's ``EvalCallback`` calls it after each
-    evaluation. An evaluation improves when it beats the best so far by more than
-    ``margin`` x max(|best|, 1), so noise around a plateau does not count as progress.
+    (``ultrarl pretrain --until-plateau``). An evaluation improves when it beats the best so far
+    by more than ``margin`` x max(|best|, 1), so noise around a plateau does not count as progress.
 
     :param window: evaluations without improvement that make a plateau
     :param margin: the relative improvement that counts
@@ -65,18 +84,16 @@ class PlateauStop(BaseCallback):
         super().__init__()
         self.window = window
         self.margin = margin
-        self.best = -float("inf")
         self.since_best = 0
-        self.evaluations: list[tuple[int, float]] = []  # (timestep, mean evaluated return)
         self.plateaued = False
 
     def _on_step(self) -> bool:
-        evaluation = self.parent  # the EvalCallback that just evaluated
-        mean = float(evaluation.last_mean_reward)  # type: ignore[union-attr]
-        self.evaluations.append((self.num_timesteps, mean))
+        super()._on_step()
+        return not self.plateaued
+
+    def _record(self, mean: float) -> None:
         if mean > self.best + self.margin * max(abs(self.best), 1.0) or self.best == -float("inf"):
             self.best, self.since_best = max(mean, self.best), 0
         else:
             self.since_best += 1
         self.plateaued = self.since_best >= self.window
-        return not self.plateaued
