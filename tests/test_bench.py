@@ -169,6 +169,12 @@ def test_report_shows_where_shipped_agents_stopped_pretraining(tmp_path: Path, c
     assert "## Pretraining: where each agent stopped" in report
     for seed, record in records.items():
         assert (f"| CartPole-v1 | {seed} | {record['timesteps']:,} (4,096) | {record['stopped']} | "
-                f"{record['best_return']:.1f} | {record['evaluations'][-1]['mean']:.1f} |") in report
+                f"{record['timesteps']:,} | {record['best_return']:.1f} | {record['evaluations'][-1]['mean']:.1f} |") in report
     assert "pretraining_CartPole-v1.png" in report and (tmp_path / "out/pretraining_CartPole-v1.png").stat().st_size > 0
     assert not (tmp_path / "out/agents").exists()  # the shipped agents were used, none pretrained
+    # Rebuilt where the shipped folder cannot be found: said, not silently dropped.
+    bench_yaml = tmp_path / "out/bench.yaml"
+    bench_yaml.write_text(bench_yaml.read_text().replace(str(shipped), "elsewhere/agents"))
+    assert main(["report", str(tmp_path / "out")]) == 0
+    report = (tmp_path / "out/report.md").read_text()
+    assert "## Pretraining" not in report and "elsewhere/agents not found from the current directory" in report

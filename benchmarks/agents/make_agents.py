@@ -4,7 +4,8 @@ records each file's command, seed, versions and SHA-256).
     python benchmarks/agents/make_agents.py [--only ENV_SLUG]
 
 Two makers may run side by side, one per core (``--only``): each writes MANIFEST.json file by
-file, keeping the other's entries.
+file, keeping the other's entries. A sparse task copies its dense twin's expert once that is
+made; run the two one after the other, or both train it.
 
 - Stuck agents: SB3 PPO with its default hyperparameters, ``PRETRAIN`` steps, one per seed.
   On MountainCarContinuous-v0 PPO learns to stand still (the action costs energy, the flag is
@@ -22,6 +23,7 @@ file, keeping the other's entries.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import shutil
@@ -34,6 +36,7 @@ from stable_baselines3 import PPO
 from ultrarl.experts import EXPERT_MAKERS, EXPERT_SEED
 from ultrarl.evaluate.evaluation import evaluate_agent
 from ultrarl.pipeline import pretrain
+from ultrarl.run_dir import pretrain_record, write_text_atomic
 from ultrarl.settings import PretrainSettings
 
 HERE = Path(__file__).resolve().parent
@@ -101,12 +104,19 @@ def sha256(path: Path) -> str:
 
 
 def record(manifest_path: Path, key: str, entry: dict) -> dict:
-    """Write ``entry`` into MANIFEST.json as it is on disk now, file by file: two makers running
-    side by side (one per core, ``--only``) keep each other's entries. Returns the manifest."""
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest[key] = entry
-    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    """Write ``entry`` into MANIFEST.json as it is on disk now, file by file, under a lock and
+    atomically: two makers running side by side (one per core, ``--only``) keep each other's
+    entries. Returns the manifest."""
+    with open(manifest_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = read_manifest(manifest_path)
+        manifest[key] = entry
+        write_text_atomic(manifest_path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest
+
+
+def read_manifest(manifest_path: Path) -> dict:
+    return json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
 
 
 def main() -> None:
@@ -114,7 +124,7 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="one environment slug")
     args = parser.parse_args()
     manifest_path = HERE / "MANIFEST.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest = read_manifest(manifest_path)
     versions = {p: version(p) for p in ("stable-baselines3", "gymnasium", "torch", "mujoco")}
     for env_id, (options, seeds) in PRETRAIN.items():
         slug = env_id.replace("/", "_")
@@ -149,10 +159,12 @@ def main() -> None:
             command = expert_command(env_id)
         else:
             command = expert_command(env_id)
-            manifest = json.loads(manifest_path.read_text())  # the other maker's files too
+            manifest = read_manifest(manifest_path)  # the other maker's files too
             twin = made_expert(manifest, command)
-            if twin is not None:  # its making time is the twin's
+            if twin is not None:  # its making time is the twin's; its pretraining record comes along
                 shutil.copyfile(twin, expert_out)
+                if pretrain_record(twin).exists():
+                    shutil.copyfile(pretrain_record(twin), pretrain_record(expert_out))
                 expert = PPO.load(expert_out, device="cpu")
                 manifest[expert_key] = {"wall_s": manifest[str(twin.relative_to(HERE))]["wall_s"]}
                 made_before = True

@@ -22,7 +22,7 @@ from ultrarl.explain.explainer import CriticalState
 from ultrarl.explain.prompts import EpisodePrompt, build_episode_prompt
 from ultrarl.llm.factory import token_counter
 from ultrarl.methods import Method, get_method
-from ultrarl.refine.callbacks import EvaluationRecord, PlateauStop
+from ultrarl.refine.callbacks import EvaluationRecord, NewBestStep, PlateauStop
 from ultrarl.refine.checkpoint import latest_checkpoint, remove_checkpoints
 from ultrarl.refine.refiner import Refiner, load_checked_agent
 from ultrarl.report.console import console
@@ -57,24 +57,24 @@ def pretrain(settings: PretrainSettings, progress_bar: bool = True) -> PPO:
         agent.learn(total_timesteps=settings.timesteps, progress_bar=progress_bar)
         return _write_agent(agent, Path(settings.out))
     record = PlateauStop(settings.plateau_window, settings.plateau_margin) if settings.until_plateau else EvaluationRecord()
+    new_best = NewBestStep()
     eval_env = make_vec_env(settings.env_id, n_envs=1, seed=settings.seed + EVAL_SEED_OFFSET)
     with tempfile.TemporaryDirectory() as best_dir:
         callback = EvalCallback(eval_env, callback_after_eval=record, n_eval_episodes=settings.plateau_eval_episodes,
                                 eval_freq=settings.plateau_eval_every, deterministic=True, verbose=0,
-                                best_model_save_path=best_dir if settings.keep_best else None)
+                                best_model_save_path=best_dir if settings.keep_best else None,
+                                callback_on_new_best=new_best if settings.keep_best else None)
         agent.learn(total_timesteps=settings.timesteps, progress_bar=progress_bar, callback=callback)
         steps = int(agent.num_timesteps)
-        best_zip = Path(best_dir) / "best_model.zip"
-        if settings.keep_best and best_zip.exists():  # no evaluation ran: the last is kept
-            agent = PPO.load(best_zip, device="cpu")
+        if settings.keep_best:  # settings ensure that an evaluation ran
+            agent = PPO.load(Path(best_dir) / "best_model.zip", device="cpu")
     out = _write_agent(agent, Path(settings.out))
     plateaued = isinstance(record, PlateauStop) and record.plateaued
-    # SB3 keeps the first evaluation that beats every earlier one: the first maximum
-    kept = max(record.evaluations, key=lambda e: e[1])[0] if settings.keep_best and record.evaluations else steps
+    kept = new_best.timestep if settings.keep_best else steps
     files.write_json(files.pretrain_record(Path(settings.out)), {
         "env_id": settings.env_id, "seed": settings.seed, "timesteps": steps, "cap": settings.timesteps,
-        "stopped": "plateau" if plateaued else "cap", "kept_timestep": kept,
-        "best_return": record.best, "window": settings.plateau_window, "margin": settings.plateau_margin,
+        "stopped": "plateau" if plateaued else "cap", "kept_timestep": kept, "best_return": record.best,
+        **({"window": settings.plateau_window, "margin": settings.plateau_margin} if settings.until_plateau else {}),
         "evaluations": [{"timestep": t, "mean": m} for t, m in record.evaluations]})
     console.print(f"pretraining {'reached a plateau' if plateaued else 'hit the step cap'} at {steps} steps "
                   f"(best evaluated return {record.best:.1f}; kept the checkpoint of step {kept}); "

@@ -173,7 +173,8 @@ def _torch_threads() -> int:
 
 
 def pretrain_record(agent_zip: Path) -> Path:
-    """Beside a pretrained agent: its evaluations during pretraining (``--until-plateau``)."""
+    """Beside a pretrained agent: its evaluations during pretraining (``--until-plateau``,
+    ``--keep-best``)."""
     return agent_zip.with_suffix(".pretrain.json")
 
 

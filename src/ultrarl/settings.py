@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ultrarl.envs.factory import import_gym_packages
 from ultrarl.errors import UltraRLError, checked_value
@@ -189,6 +189,13 @@ class PretrainSettings(EnvSettings):
         if not value.endswith(".zip"):
             raise ValueError(f"--out must name a .zip file, got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _evaluates(self) -> PretrainSettings:
+        if (self.until_plateau or self.keep_best) and self.timesteps < self.plateau_eval_every:
+            raise ValueError(f"--timesteps ({self.timesteps}) is below --plateau-eval-every ({self.plateau_eval_every}): "
+                             "no evaluation would run")
+        return self
 
 
 class PlateauSettings(AgentSettings):

@@ -57,24 +57,24 @@ class EvaluationRecord(BaseCallback):
 
     def __init__(self) -> None:
         super().__init__()
-        self.best = -float("inf")
         self.evaluations: list[tuple[int, float]] = []  # (timestep, mean evaluated return)
+
+    @property
+    def best(self) -> float | None:
+        """The highest evaluated return (None before the first evaluation)."""
+        return max((mean for _, mean in self.evaluations), default=None)
 
     def _on_step(self) -> bool:
         evaluation = self.parent  # the EvalCallback that just evaluated
-        mean = float(evaluation.last_mean_reward)  # type: ignore[union-attr]
-        self.evaluations.append((self.num_timesteps, mean))
-        self._record(mean)
+        self.evaluations.append((self.num_timesteps, float(evaluation.last_mean_reward)))  # type: ignore[union-attr]
         return True
-
-    def _record(self, mean: float) -> None:
-        self.best = max(self.best, mean)
 
 
 class PlateauStop(EvaluationRecord):
     """Ends training once the evaluated return has not improved for ``window`` evaluations
-    (``ultrarl pretrain --until-plateau``). An evaluation improves when it beats the best so far
-    by more than ``margin`` x max(|best|, 1), so noise around a plateau does not count as progress.
+    (``ultrarl pretrain --until-plateau``). An evaluation improves when it beats the reference
+    (the last improvement) by more than ``margin`` x max(|reference|, 1), so noise around a
+    plateau does not count as progress.
 
     :param window: evaluations without improvement that make a plateau
     :param margin: the relative improvement that counts
@@ -84,16 +84,28 @@ class PlateauStop(EvaluationRecord):
         super().__init__()
         self.window = window
         self.margin = margin
-        self.since_best = 0
+        self.reference = -float("inf")
+        self.since_improvement = 0
         self.plateaued = False
 
     def _on_step(self) -> bool:
         super()._on_step()
+        mean = self.evaluations[-1][1]
+        if mean > self.reference + self.margin * max(abs(self.reference), 1.0) or self.reference == -float("inf"):
+            self.reference, self.since_improvement = max(mean, self.reference), 0
+        else:
+            self.since_improvement += 1
+        self.plateaued = self.since_improvement >= self.window
         return not self.plateaued
 
-    def _record(self, mean: float) -> None:
-        if mean > self.best + self.margin * max(abs(self.best), 1.0) or self.best == -float("inf"):
-            self.best, self.since_best = max(mean, self.best), 0
-        else:
-            self.since_best += 1
-        self.plateaued = self.since_best >= self.window
+
+class NewBestStep(BaseCallback):
+    """``EvalCallback``'s ``callback_on_new_best``: the step at which it last saved its best model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timestep: int | None = None
+
+    def _on_step(self) -> bool:
+        self.timestep = self.num_timesteps
+        return True

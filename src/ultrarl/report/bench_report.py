@@ -7,8 +7,9 @@
   environment, over every run of the grid), and the probability of improvement of each method
   over ``ppo``.
 - Learning curves (PNG): true episodic return against refinement steps, mean ± std over seeds.
-- Where the agents were pretrained with ``--until-plateau``: each one's evaluated return during
-  pretraining (PNG) and where it stopped, beside continued PPO's gain (the plateau evidence).
+- Where shipped agents have a pretraining record (``--until-plateau``, ``--keep-best``): each
+  one's evaluated return during pretraining (PNG) and where it stopped, beside continued PPO's
+  gain (the plateau evidence).
 - ``report.md`` and a self-contained ``report.html`` (plots embedded) with a sample of critical
   states and the LLM's reasons.
 """
@@ -35,6 +36,32 @@ from ultrarl.report.run_report import read_curve, refine_report_title, write_run
 BOOTSTRAP_REPS = 2000
 CURVE_BINS = 20
 ORACLE_NOTE = "oracle = an expert policy as the advisor: an upper bound, not a competitor"
+
+
+@dataclass
+class Pretraining:
+    """The shipped agents' pretraining records (``--until-plateau``, ``--keep-best``) for the report."""
+
+    records: dict[str, dict[int, dict[str, Any]]]  # env -> seed -> record
+    figures: list[Path]
+    missing: list[str]  # shipped-agent folders not found from the current directory
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.records:
+            out += ["", "## Pretraining: where each agent stopped", "",
+                    "| env | seed | steps (cap) | stopped | kept (step) | best evaluated return | last |",
+                    "|---|---:|---:|---|---:|---:|---:|"]
+            for env, by_seed in self.records.items():
+                for seed, r in by_seed.items():
+                    means = [e["mean"] for e in r["evaluations"]]
+                    out.append(f"| {env} | {seed} | {r['timesteps']:,} ({r['cap']:,}) | {r['stopped']} | "
+                               f"{r.get('kept_timestep', r['timesteps']):,} | {max(means):.1f} | {means[-1]:.1f} |")
+            out += ["", *(f"![{p.stem}]({p.name})" for p in self.figures)]
+        if self.missing:
+            out += ["", f"(pretraining records not looked up: {', '.join(self.missing)} not found from the current "
+                        "directory; rebuild the report from where the bench ran)"]
+        return out
 
 
 @dataclass
@@ -229,16 +256,21 @@ def learning_curves(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -
     return paths
 
 
-def pretraining_records(config: dict[str, Any], bench_dir: Path) -> dict[str, dict[int, dict[str, Any]]]:
-    """env -> seed -> the agent's pretraining record (``--until-plateau``'s evaluations), for the
-    agents that have one: the first half of each task's plateau evidence."""
+def pretraining_records(config: dict[str, Any], bench_dir: Path) -> tuple[dict[str, dict[int, dict[str, Any]]], list[str]]:
+    """(env -> seed -> the agent's pretraining record, for the agents that have one: the first
+    half of each task's plateau evidence; the shipped-agent folders not found from here, named
+    in bench.yaml relative to where the bench ran)."""
     records: dict[str, dict[int, dict[str, Any]]] = {}
+    shipped = config.get("agents") or {}
+    missing = [folder for env_id, folder in shipped.items() if env_id in config["envs"] and not Path(folder).is_dir()]
     for env_id in config["envs"]:
         for seed in task_config(config, env_id)["seeds"]:
-            path = files.pretrain_record(files.grid_agent_path(bench_dir, config.get("agents") or {}, env_id, seed))
+            path = files.pretrain_record(files.grid_agent_path(bench_dir, shipped, env_id, seed))
             if path.exists():
-                records.setdefault(env_id, {})[seed] = json.loads(path.read_text())
-    return records
+                record = json.loads(path.read_text())
+                if record.get("evaluations"):
+                    records.setdefault(env_id, {})[seed] = record
+    return records, missing
 
 
 def pretraining_curves(records: dict[str, dict[int, dict[str, Any]]], out_dir: Path) -> list[Path]:
@@ -300,8 +332,9 @@ def write_bench_report(bench_dir: Path) -> Path:
     config, rows = collect_rows(bench_dir)
     table = final_return_table(config, rows)
     estimates = rliable_estimates(config, rows)
-    records = pretraining_records(config, bench_dir)
-    curves = pretraining_curves(records, bench_dir) + learning_curves(config, rows, bench_dir)
+    records, missing = pretraining_records(config, bench_dir)
+    pretraining = pretraining_curves(records, bench_dir)
+    curves = learning_curves(config, rows, bench_dir)
     profile = performance_profile(config, rows, bench_dir)
     curves += [profile] if profile is not None else []
     sample = critical_state_sample(rows)
@@ -311,7 +344,7 @@ def write_bench_report(bench_dir: Path) -> Path:
     estimates["paired_difference_to_ppo"] = paired_differences(config, rows)
     files.write_json(bench_dir / files.ESTIMATES, estimates)
     _rewrite_run_reports(bench_dir, rows)
-    markdown = render_markdown(config, rows, table, estimates, curves, sample, records)
+    markdown = render_markdown(config, rows, table, estimates, curves, sample, Pretraining(records, pretraining, missing))
     files.write_text_atomic(bench_dir / files.REPORT_MD, markdown)
     files.write_text_atomic(bench_dir / files.REPORT_HTML, render_page(markdown, f"ultrarl bench: {config['name']}",
                                                                        bench_dir))
@@ -383,7 +416,7 @@ def _grid_lines(config: dict[str, Any]) -> list[str]:
 
 def render_markdown(
     config: dict[str, Any], rows: list[RunRow], table: list[dict[str, Any]], estimates: dict[str, Any],
-    curves: list[Path], sample: list[dict[str, Any]], records: dict[str, dict[int, dict[str, Any]]],
+    curves: list[Path], sample: list[dict[str, Any]], pretraining: Pretraining,
 ) -> str:
     lines = [f"# ultrarl bench: {config['name']}", "", *_grid_lines(config), ""]
     failures = [r for r in rows if r.status != "done"]
@@ -406,12 +439,7 @@ def render_markdown(
         lines.append("(no method has every seed finished)")
     paired = estimates.get("paired_difference_to_ppo", {})
     plateau = {env: diffs["none"] for env, diffs in paired.items() if "none" in diffs}
-    if records:
-        lines += ["", "## Pretraining: where each agent stopped (`--until-plateau`)", "",
-                  "| env | seed | steps (cap) | stopped | best evaluated return | last |", "|---|---:|---:|---|---:|---:|"]
-        for env, by_seed in records.items():
-            lines += [f"| {env} | {seed} | {r['timesteps']:,} ({r['cap']:,}) | {r['stopped']} | {r['best_return']:.1f} | "
-                      f"{r['evaluations'][-1]['mean']:.1f} |" for seed, r in by_seed.items() if r["evaluations"]]
+    lines += pretraining.lines()
     if plateau:  # ppo minus the agent as it is: how much continued training still gains
         lines += ["", "## Plateau evidence: what continued training gains over the agent as it is", "",
                   "| env | gain of ppo over none, mean [95% bootstrap CI over seeds] |", "|---|---:|"]
