@@ -11,8 +11,9 @@ made; run the two one after the other, or both train it.
   On MountainCarContinuous-v0 PPO learns to stand still (the action costs energy, the flag is
   never found); on SparseHopper-v5 and SparseWalker2d-v5 the reward only starts once the torso
   is past x = 0.6.
-- PongPoint-v0's, Hopper-v5's and Walker2d-v5's agents are PPO trained until their evaluated
-  return stopped improving (``--until-plateau``, with a step cap), not for a fixed budget.
+- PongPoint-v0's and Hopper-v5's agents are PPO trained until their evaluated return stopped
+  improving (``--until-plateau``, with a step cap), not for a fixed budget. (Walker2d-v5 is not
+  here yet: with the same options its first two seeds hit the 500k cap, still improving.)
 - Experts (the oracle's advisor, an upper bound): on MountainCarContinuous-v0 a PPO policy
   network fitted by supervised learning to the energy-pumping controller a = sign(velocity)
   (reaches the flag from every start); on PongPoint-v0 a PPO policy fitted to a paddle that
@@ -55,7 +56,6 @@ PRETRAIN: dict[str, tuple[dict[str, object], list[int]]] = {
                               "plateau_eval_episodes": 20, "plateau_window": 4}, [*range(5), *TUNING_SEEDS]),
     "ultrarl/SparseWalker2d-v5": ({"timesteps": 60_000}, list(range(5))),
     "Hopper-v5": (DENSE_PLATEAU, list(range(5))),
-    "Walker2d-v5": (DENSE_PLATEAU, list(range(5))),
 }
 # env -> (the dense env a PPO expert trains on, its ``ultrarl pretrain`` options), for tasks without
 # a scripted expert. PPO's evaluated return swings between updates, so the newer experts keep their
@@ -67,7 +67,6 @@ PPO_EXPERTS: dict[str, tuple[str, dict[str, object]]] = {
     "ultrarl/SparseHopper-v5": ("Hopper-v5", {"timesteps": 150_000}),
     "Hopper-v5": ("Hopper-v5", BEST_OF_1M),
     "ultrarl/SparseWalker2d-v5": ("Walker2d-v5", BEST_OF_1M),
-    "Walker2d-v5": ("Walker2d-v5", BEST_OF_1M),
 }
 
 

@@ -180,8 +180,8 @@ class PretrainSettings(EnvSettings):
                                                               "--until-plateau, --keep-best)")
     plateau_eval_episodes: int = Field(10, gt=0, description="episodes per evaluation, deterministic")
     plateau_window: int = Field(5, gt=0, description="evaluations without improvement that make a plateau")
-    plateau_margin: float = Field(0.02, ge=0, description="an improvement beats the best return so far by more "
-                                                          "than this fraction of max(|best|, 1)")
+    plateau_margin: float = Field(0.02, ge=0, description="an improvement beats the return of the last improvement "
+                                                          "by more than this fraction of max(|that return|, 1)")
 
     @field_validator("out")
     @classmethod
