@@ -98,6 +98,21 @@ def making_time(manifest: dict, key: str, made_before: bool, start: float) -> fl
     return manifest.get(key, {}).get("wall_s") if made_before else time.perf_counter() - start
 
 
+def copy_expert(twin: Path, out: Path) -> PPO:
+    shutil.copyfile(twin, out)
+    if pretrain_record(twin).exists():
+        shutil.copyfile(pretrain_record(twin), pretrain_record(out))
+    return PPO.load(out, device="cpu")
+
+
+def make_expert(env_id: str, out: Path) -> PPO:
+    if env_id in EXPERT_MAKERS:
+        return EXPERT_MAKERS[env_id](out)
+    train_env, options = PPO_EXPERTS[env_id]
+    return pretrain(PretrainSettings(env_id=train_env, seed=EXPERT_SEED, out=str(out), **options),  # type: ignore[arg-type]
+                    progress_bar=False)
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -149,29 +164,17 @@ def main() -> None:
         expert_out.parent.mkdir(parents=True, exist_ok=True)
         expert_key = f"experts/{slug}.zip"
         start = time.perf_counter()
-        made_before = expert_out.exists()
-        if made_before:  # evaluated and recorded again, not refitted
+        twin = made_expert(read_manifest(manifest_path), expert_command(env_id))  # the other maker's files too
+        if expert_out.exists():  # evaluated and recorded again, not refitted
             expert = PPO.load(expert_out, device="cpu")
             command = manifest.get(expert_key, {}).get("command", expert_command(env_id))
-        elif env_id in EXPERT_MAKERS:
-            expert = EXPERT_MAKERS[env_id](expert_out)
-            command = expert_command(env_id)
+            wall = making_time(manifest, expert_key, True, start)
+        elif env_id not in EXPERT_MAKERS and twin is not None:  # the same training made it: its file, record, time
+            expert, command = copy_expert(twin, expert_out), expert_command(env_id)
+            wall = read_manifest(manifest_path)[str(twin.relative_to(HERE))]["wall_s"]
         else:
-            command = expert_command(env_id)
-            manifest = read_manifest(manifest_path)  # the other maker's files too
-            twin = made_expert(manifest, command)
-            if twin is not None:  # its making time is the twin's; its pretraining record comes along
-                shutil.copyfile(twin, expert_out)
-                if pretrain_record(twin).exists():
-                    shutil.copyfile(pretrain_record(twin), pretrain_record(expert_out))
-                expert = PPO.load(expert_out, device="cpu")
-                manifest[expert_key] = {"wall_s": manifest[str(twin.relative_to(HERE))]["wall_s"]}
-                made_before = True
-            else:
-                train_env, options = PPO_EXPERTS[env_id]
-                expert = pretrain(PretrainSettings(env_id=train_env, seed=EXPERT_SEED, out=str(expert_out), **options),  # type: ignore[arg-type]
-                                  progress_bar=False)
-        wall = making_time(manifest, expert_key, made_before, start)
+            expert, command = make_expert(env_id, expert_out), expert_command(env_id)
+            wall = making_time(manifest, expert_key, False, start)
         result = evaluate_agent(expert, env_id, 20, 20_000)
         manifest = record(manifest_path, expert_key, {
             "command": command, "seed": EXPERT_SEED, "versions": versions, "sha256": sha256(expert_out),
