@@ -164,14 +164,15 @@ def main() -> None:
         expert_out.parent.mkdir(parents=True, exist_ok=True)
         expert_key = f"experts/{slug}.zip"
         start = time.perf_counter()
-        twin = made_expert(read_manifest(manifest_path), expert_command(env_id))  # the other maker's files too
+        on_disk = read_manifest(manifest_path)  # the other maker's files too
+        twin = made_expert(on_disk, expert_command(env_id))
         if expert_out.exists():  # evaluated and recorded again, not refitted
             expert = PPO.load(expert_out, device="cpu")
             command = manifest.get(expert_key, {}).get("command", expert_command(env_id))
             wall = making_time(manifest, expert_key, True, start)
         elif env_id not in EXPERT_MAKERS and twin is not None:  # the same training made it: its file, record, time
             expert, command = copy_expert(twin, expert_out), expert_command(env_id)
-            wall = read_manifest(manifest_path)[str(twin.relative_to(HERE))]["wall_s"]
+            wall = on_disk[str(twin.relative_to(HERE))]["wall_s"]
         else:
             expert, command = make_expert(env_id, expert_out), expert_command(env_id)
             wall = making_time(manifest, expert_key, False, start)
