@@ -56,7 +56,8 @@ def pretrain(settings: PretrainSettings, progress_bar: bool = True) -> PPO:
     if not (settings.until_plateau or settings.keep_best):
         agent.learn(total_timesteps=settings.timesteps, progress_bar=progress_bar)
         return _write_agent(agent, Path(settings.out))
-    record = PlateauStop(settings.plateau_window, settings.plateau_margin) if settings.until_plateau else EvaluationRecord()
+    record = (PlateauStop(settings.plateau_window, settings.plateau_margin, settings.plateau_smooth) if settings.until_plateau
+              else EvaluationRecord())
     new_best = NewBestStep()
     eval_env = make_vec_env(settings.env_id, n_envs=1, seed=settings.seed + EVAL_SEED_OFFSET)
     with tempfile.TemporaryDirectory() as best_dir:
@@ -74,7 +75,8 @@ def pretrain(settings: PretrainSettings, progress_bar: bool = True) -> PPO:
     files.write_json(files.pretrain_record(Path(settings.out)), {
         "env_id": settings.env_id, "seed": settings.seed, "timesteps": steps, "cap": settings.timesteps,
         "stopped": "plateau" if plateaued else "cap", "kept_timestep": kept, "best_return": record.best,
-        **({"window": settings.plateau_window, "margin": settings.plateau_margin} if settings.until_plateau else {}),
+        **({"window": settings.plateau_window, "margin": settings.plateau_margin, "smooth": settings.plateau_smooth}
+           if settings.until_plateau else {}),
         "evaluations": [{"timestep": t, "mean": m} for t, m in record.evaluations]})
     console.print(f"pretraining {'reached a plateau' if plateaued else 'hit the step cap'} at {steps} steps "
                   f"(best evaluated return {record.best:.1f}; kept the checkpoint of step {kept}); "

@@ -182,6 +182,8 @@ class PretrainSettings(EnvSettings):
     plateau_window: int = Field(5, gt=0, description="evaluations without improvement that make a plateau")
     plateau_margin: float = Field(0.02, ge=0, description="an improvement beats the return of the last improvement "
                                                           "by more than this fraction of max(|that return|, 1)")
+    plateau_smooth: int = Field(1, gt=0, description="the plateau rule judges the mean of this many latest "
+                                                     "evaluations (1: each alone)")
 
     @field_validator("out")
     @classmethod

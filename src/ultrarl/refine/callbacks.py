@@ -72,27 +72,37 @@ class EvaluationRecord(BaseCallback):
 
 class PlateauStop(EvaluationRecord):
     """Ends training once the evaluated return has not improved for ``window`` evaluations
-    (``ultrarl pretrain --until-plateau``). An evaluation improves when it beats the reference
-    (the last improvement) by more than ``margin`` x max(|reference|, 1), so noise around a
-    plateau does not count as progress.
+    (``ultrarl pretrain --until-plateau``). The rule judges the mean of the last ``smooth``
+    evaluations, so one lucky evaluation neither sets the bar nor one unlucky one ends the run
+    (PPO's return swings between updates). It improves when it beats the reference (the last
+    improvement) by more than ``margin`` x max(|reference|, 1), so noise around a plateau does
+    not count as progress.
 
     :param window: evaluations without improvement that make a plateau
     :param margin: the relative improvement that counts
+    :param smooth: evaluations averaged into the judged return (1: each evaluation alone)
     """
 
-    def __init__(self, window: int, margin: float) -> None:
+    def __init__(self, window: int, margin: float, smooth: int = 1) -> None:
         super().__init__()
         self.window = window
         self.margin = margin
+        self.smooth = smooth
         self.reference = -float("inf")
         self.since_improvement = 0
         self.plateaued = False
 
+    @property
+    def judged_return(self) -> float:
+        """The mean of the last ``smooth`` evaluations (of all of them, before there are that many)."""
+        recent = [mean for _, mean in self.evaluations[-self.smooth:]]
+        return sum(recent) / len(recent)
+
     def _on_step(self) -> bool:
         super()._on_step()
-        mean = self.evaluations[-1][1]
-        if mean > self.reference + self.margin * max(abs(self.reference), 1.0) or self.reference == -float("inf"):
-            self.reference, self.since_improvement = max(mean, self.reference), 0
+        judged = self.judged_return
+        if judged > self.reference + self.margin * max(abs(self.reference), 1.0) or self.reference == -float("inf"):
+            self.reference, self.since_improvement = max(judged, self.reference), 0
         else:
             self.since_improvement += 1
         self.plateaued = self.since_improvement >= self.window
