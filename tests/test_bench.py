@@ -92,6 +92,25 @@ def test_only_runs_the_named_methods(tmp_path: Path, capsys) -> None:  # type: i
     assert len(err.strip().splitlines()) == 1
 
 
+def test_a_row_does_not_depend_on_workers(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    torch = pytest.importorskip("torch")
+    config = {**TINY, "methods": ["ppo"], "seeds": [0]}
+    path = tmp_path / "bench.yaml"
+    path.write_text(yaml.safe_dump(config))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # what this process would lend an in-process run, unpinned
+    try:
+        for workers in ("1", "2"):
+            assert main(["bench", str(path), "--out", str(tmp_path / workers), "--workers", workers]) == 0
+        assert torch.get_num_threads() == 2  # the in-process run gave its threads back
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    runs = [tmp_path / workers / "runs/CartPole-v1/ppo/seed0" for workers in ("1", "2")]
+    assert [json.loads((run / "manifest.json").read_text())["torch_threads"] for run in runs] == [1, 1]
+    assert (runs[0] / "eval.json").read_text() == (runs[1] / "eval.json").read_text()
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

@@ -28,6 +28,31 @@ def test_pretraining_stops_at_a_plateau_and_records_its_curve(tmp_path: Path, ma
     assert record["best_return"] == max(e["mean"] for e in record["evaluations"])
 
 
+def _stop_index(returns: list[float], smooth: int) -> int | None:
+    """The 1-based evaluation at which a window-2, zero-margin plateau rule ends training."""
+    from types import SimpleNamespace
+
+    from ultrarl.refine.callbacks import PlateauStop
+
+    stop = PlateauStop(window=2, margin=0.0, smooth=smooth)
+    for i, mean in enumerate(returns, 1):
+        stop.parent = SimpleNamespace(last_mean_reward=mean)  # the EvalCallback that just evaluated
+        if not stop._on_step():
+            return i
+    return None
+
+
+def test_a_smoothed_plateau_rule_rides_out_a_lucky_evaluation() -> None:
+    """A rising run with one lucky evaluation (400): judged one by one, the two after it miss
+    its bar and end training; judged as the mean of the last three, the run goes on until the
+    trend flattens."""
+    rising = [100.0, 200.0, 400.0, 300.0, 350.0, 380.0, 420.0, 440.0, 460.0]
+    flat = [455.0, 450.0, 452.0, 449.0]
+    assert _stop_index(rising + flat, smooth=1) == 5
+    assert _stop_index(rising + flat, smooth=3) == 13  # means 451.7, 455.0 (the bar), 452.3, 450.3
+    assert _stop_index(rising, smooth=3) is None
+
+
 def test_keep_best_writes_the_evaluated_best_checkpoint(tmp_path: Path) -> None:
     """An evaluation at step 2048 j sees the policy after j - 1 updates (PPO updates after each
     2048-step rollout; evaluating takes no draw from the training streams), so the kept agent is

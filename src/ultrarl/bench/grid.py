@@ -20,7 +20,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -180,8 +180,32 @@ def expert_path(bench_dir: Path, config: BenchConfig, env_id: str) -> Path:
     return files.bench_expert_path(bench_dir, expert_env(config, env_id))
 
 
+# Every job trains with one torch thread, however many workers share the cores: torch's thread
+# count changes float reductions, so a row must not depend on --workers (nor change when a run
+# killed under one --workers resumes under another).
+BENCH_TORCH_THREADS = 1
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _execute(job: Job) -> JobResult:
-    """Run one job in this process; every failure becomes a result, never an exception."""
+    """Run one job in this process, with ``BENCH_TORCH_THREADS``; every failure becomes a
+    result, never an exception."""
+    with _torch_threads(BENCH_TORCH_THREADS):
+        return _execute_job(job)
+
+
+def _execute_job(job: Job) -> JobResult:
     start = time.perf_counter()
     bench_dir = Path(job.bench_dir)
     config = BenchConfig.model_validate(job.config)
@@ -273,15 +297,13 @@ def _evaluate_only(job: Job, run_dir: Path, settings: RefineSettings, start: flo
 
 
 def _init_worker(threads: int) -> None:
-    import torch
-
-    # Workers share the cores instead of oversubscribing them: torch and the embedded LLM.
-    torch.set_num_threads(threads)
+    # Workers share the cores instead of oversubscribing them. These threads read the embedded
+    # LLM's prompt; it generates on one thread everywhere, and torch's count is pinned per job.
     os.environ["ULTRARL_LLM_THREADS"] = str(threads)
 
 
 def _execute_on_one_core(job: Job) -> JobResult:
-    """A Ray task holds one CPU: torch and the embedded LLM use one thread."""
+    """A Ray task holds one CPU: the embedded LLM uses one thread, as torch does."""
     _init_worker(1)
     return _execute(job)
 
