@@ -111,6 +111,19 @@ def test_a_row_does_not_depend_on_workers(tmp_path: Path, capsys) -> None:  # ty
     assert (runs[0] / "eval.json").read_text() == (runs[1] / "eval.json").read_text()
 
 
+def test_a_finished_run_of_another_agent_is_not_skipped(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """A re-made agent must not inherit the rows of the one it replaced."""
+    config = {**TINY, "methods": ["none"], "seeds": [0]}
+    assert _bench(tmp_path, config, capsys)[0] == 0
+    assert _bench(tmp_path, config, capsys)[1].count(": skipped") == 2  # the agent and its run
+    agent = tmp_path / "out/agents/CartPole-v1/seed0.zip"
+    assert main(["pretrain", "CartPole-v1", "--timesteps", "1024", "--seed", "5", "--out", str(agent)]) == 0
+    code, out, err = _bench(tmp_path, config, capsys)
+    assert code == 1 and "1 of 2 jobs failed" in err
+    line = " ".join(out.split())  # the console wraps long lines
+    assert "none seed 0: failed" in line and "was run from another agent than this bench's (SHA-256 differs)" in line
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
@@ -45,6 +46,7 @@ PLATEAU = "plateau.json"  # ultrarl plateau: continued training's gain per seed,
 ERROR = "error.txt"
 ERROR_LOG = "error.log"
 LOG = "log.txt"
+BENCH_INPUTS = "inputs.json"  # ultrarl bench: the SHA-256 of the agent (and expert) a run started from
 
 RUN_MARKER = CONFIG
 STARTED_MARKER = STARTED
@@ -66,6 +68,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -10,7 +10,8 @@ Layout of a bench directory::
 
 The grid is resumable: a run whose directory holds ``config.yaml`` is finished and skipped; a
 run that was killed part-way resumes from its checkpoint; a failed run writes ``error.txt``,
-is reported, and does not stop the others.
+is reported, and does not stop the others. A run records the SHA-256 of the agent and expert it
+started from (``inputs.json``) and is neither skipped nor resumed once they have changed.
 """
 
 from __future__ import annotations
@@ -254,19 +255,38 @@ def _run(job: Job, bench_dir: Path, config: BenchConfig, start: float) -> JobRes
     assert job.method is not None
     spec = MethodSpec.model_validate(job.method)
     run_dir = files.bench_run_dir(bench_dir, job.env_id, spec.name, job.seed)
-    if (run_dir / files.CONFIG).exists():
-        after = files.read_json(run_dir / files.EVAL)["after"]
-        return JobResult(job, "skipped", wall_time_s=0.0, after_mean=after["mean"])
     agent = agent_path(bench_dir, config, job.env_id, job.seed)
     if not agent.exists():
         raise UltraRLError(f"the sub-optimal agent {agent} was not trained (its job failed)")
     settings = run_settings(config, spec, job.env_id, job.seed, agent, bench_dir)
+    _check_inputs(run_dir, settings)
+    if (run_dir / files.CONFIG).exists():
+        after = files.read_json(run_dir / files.EVAL)["after"]
+        return JobResult(job, "skipped", wall_time_s=0.0, after_mean=after["mean"])
     if not get_method(spec.method, refining=False).refines:
         return _evaluate_only(job, run_dir, settings, start)
     resume = (run_dir / files.STARTED).exists()
     run_dir = files.prepare_run_dir(run_dir, overwrite=False, resume=resume)
     outcome = refine_agent(settings, run_dir, progress_bar=False, resume=resume)
     return JobResult(job, "done", "resumed" if resume else "", time.perf_counter() - start, outcome.after.mean)
+
+
+def _check_inputs(run_dir: Path, settings: RefineSettings) -> None:
+    """A run is skipped or resumed only if it started from the same agent and expert files as
+    the grid names now (a re-made agent would otherwise leave stale rows). A run directory
+    without the record (an older bench's) is taken as it is."""
+    inputs = {"agent_sha256": files.file_sha256(Path(settings.agent))}
+    if settings.expert is not None and Path(settings.expert).is_file():  # a missing one fails the run, as before
+        inputs["expert_sha256"] = files.file_sha256(Path(settings.expert))
+    path = run_dir / files.BENCH_INPUTS
+    if path.exists():
+        changed = [name.removesuffix("_sha256") for name, digest in files.read_json(path).items()
+                   if inputs.get(name) != digest]
+        if changed:
+            raise UltraRLError(f"{run_dir} was run from another {' and '.join(changed)} than this bench's "
+                               "(SHA-256 differs): move that directory away to run it again")
+    elif not ((run_dir / files.CONFIG).exists() or (run_dir / files.STARTED).exists()):
+        files.write_json(path, inputs)
 
 
 def run_settings(

@@ -11,7 +11,6 @@ bounds are not enforced, so validation still checks every value.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ultrarl.errors import LLMUnavailableError
+from ultrarl.run_dir import file_sha256
 from ultrarl.llm.backend import ChatResult, Messages
 
 LOCAL_MODELS = ("smollm2", "gemma3")
@@ -52,14 +52,6 @@ GENERATION_THREADS = 1
 PREFIX_REUSE_SHARED = "shared-prefix"  # config["prefix_reuse"] with the prefix cache on
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def default_threads() -> int:
     """Threads that read the prompt: ``ULTRARL_LLM_THREADS`` if set (a bench worker's share of
     the cores), else all cores up to 8. llama.cpp's threads spin: two models with a thread per
@@ -90,7 +82,7 @@ class LocalLlamaBackend:
         self.prompt_threads = n_threads or default_threads()  # does not change answers: not in the key
         self.config = {"generation_threads": GENERATION_THREADS, "n_ctx": n_ctx, "flash_attn": True,
                        "prefix_reuse": PREFIX_REUSE_SHARED if prefix_cache else False,
-                       "model_sha256": _file_sha256(path)}
+                       "model_sha256": file_sha256(path)}
         self.prefix_cache = prefix_cache
         self._prefix_tokens: list[int] = []  # the evaluated shared prefix held in the KV cache
         self._prefix_source: tuple[str, str] | None = None  # (system message, shared text) it belongs to
