@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ultrarl.errors import LLMUnavailableError
-from ultrarl.run_dir import file_sha256
 from ultrarl.llm.backend import ChatResult, Messages
+from ultrarl.run_dir import file_sha256
 
 LOCAL_MODELS = ("smollm2", "gemma3")
 DEFAULT_LOCAL_MODEL = "smollm2"
