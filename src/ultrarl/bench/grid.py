@@ -281,7 +281,7 @@ def _check_inputs(run_dir: Path, settings: RefineSettings) -> None:
     path = run_dir / files.BENCH_INPUTS
     if path.exists():
         changed = [name.removesuffix("_sha256") for name, digest in files.read_json(path).items()
-                   if inputs.get(name) != digest]
+                   if name in inputs and inputs[name] != digest]
         if changed:
             raise UltraRLError(f"{run_dir} was run from another {' and '.join(changed)} than this bench's "
                                "(SHA-256 differs): move that directory away to run it again")
