@@ -93,6 +93,8 @@ def test_only_runs_the_named_methods(tmp_path: Path, capsys) -> None:  # type: i
 
 
 def test_a_row_does_not_depend_on_workers(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """In process (--workers 1) and in a pool (--workers 2), a job trains with one torch thread:
+    the same row, whatever this process's own thread count."""
     torch = pytest.importorskip("torch")
     config = {**TINY, "methods": ["ppo"], "seeds": [0]}
     path = tmp_path / "bench.yaml"

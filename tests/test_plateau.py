@@ -23,7 +23,7 @@ def test_pretraining_stops_at_a_plateau_and_records_its_curve(tmp_path: Path, ma
                  "--plateau-eval-episodes", "2", "--plateau-window", str(window), "--plateau-margin", str(margin),
                  "--out", str(out)]) == 0
     record = json.loads(out.with_suffix(".pretrain.json").read_text())
-    assert record["stopped"] == stopped and record["timesteps"] == steps
+    assert record["stopped"] == stopped and record["timesteps"] == steps and record["smooth"] == 1
     assert [e["timestep"] for e in record["evaluations"]] == list(range(512, steps + 1, 512))
     assert record["best_return"] == max(e["mean"] for e in record["evaluations"])
 
