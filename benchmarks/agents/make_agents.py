@@ -1,11 +1,12 @@
 """Make the stuck agents and the experts that the stuck-agent benchmark ships (``MANIFEST.json``
 records each file's command, seed, versions and SHA-256).
 
-    python benchmarks/agents/make_agents.py [--only ENV_SLUG]
+    python benchmarks/agents/make_agents.py [--only ENV_SLUG [--seeds S,S]]
 
-Two makers may run side by side, one per core (``--only``): each writes MANIFEST.json file by
-file, keeping the other's entries. A task copies another task's expert when the same command
-made it (a sparse task and its dense twin); run the two one after the other, or both train it.
+Two makers may run side by side, one per core (``--only``, ``--seeds``): each writes
+MANIFEST.json file by file, keeping the other's entries. A task copies another task's expert
+when the same command made it (a sparse task and its dense twin); run the two one after the
+other, or both train it.
 
 - Stuck agents: SB3 PPO with its default hyperparameters, ``PRETRAIN`` steps, one per seed.
   On MountainCarContinuous-v0 PPO learns to stand still (the action costs energy, the flag is
@@ -153,7 +154,7 @@ def read_manifest(manifest_path: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default=None, help="one environment slug")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds of it (default: all)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds of its task (default: all)")
     args = parser.parse_args()
     manifest_path = HERE / "MANIFEST.json"
     manifest = read_manifest(manifest_path)
@@ -162,7 +163,7 @@ def main() -> None:
         slug = env_id.replace("/", "_")
         if args.only and args.only != slug:
             continue
-        for seed in seeds if args.seeds is None else [int(s) for s in args.seeds.split(",")]:
+        for seed in [seed for seed in seeds if args.seeds is None or str(seed) in args.seeds.split(",")]:
             out = HERE / slug / f"seed{seed}.zip"
             key = f"{slug}/seed{seed}.zip"
             start = time.perf_counter()
