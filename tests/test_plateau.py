@@ -3,12 +3,18 @@ improving, and ``ultrarl plateau`` measures what continued training still gains.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
+import shutil
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from ultrarl.cli import main
+from ultrarl.report.bench_report import Pretraining, admission_checks
 
 AGENTS = Path(__file__).resolve().parents[1] / "benchmarks" / "agents"
 
@@ -103,3 +109,60 @@ def test_plateau_needs_two_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main(["plateau", "CartPole-v1", "--agent", "a.zip", "--seeds", "3", "--run-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "--seeds needs at least 2 seeds" in err and len(err.strip().splitlines()) == 1
+
+
+def _make_agents() -> ModuleType:
+    """``benchmarks/agents/make_agents.py``, the script that ships the benchmark's agents."""
+    spec = importlib.util.spec_from_file_location("make_agents", AGENTS / "make_agents.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["make_agents"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_admission_takes_the_first_stuck_candidates_in_seed_order(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A benchmark's agents are the first candidates ``ultrarl plateau`` judges stuck: a candidate
+    with no gap to the expert is not admitted, the stuck one after it is, the one after that is
+    never made; a re-run reads the records; a changed candidate is checked again; the bench report
+    lists every candidate and marks the grid's."""
+    make_agents = _make_agents()
+    env_id = "MountainCarContinuous-v0"
+    expert = AGENTS / "experts" / f"{env_id}.zip"
+    sources = {0: expert, 1: AGENTS / env_id / "seed100.zip", 2: AGENTS / env_id / "seed101.zip"}
+    folder = tmp_path / env_id
+    folder.mkdir()
+    made: list[int] = []
+
+    def make(seed: int) -> Path:
+        made.append(seed)
+        out = folder / f"seed{seed}.zip"
+        shutil.copyfile(sources[seed], out)
+        return out
+
+    rule = make_agents.Admission(candidates=3, admit=1, timesteps=2048, check_seeds="100,101", eval_episodes=2)
+    assert make_agents.admit(rule, env_id, [0, 1, 2], make, expert) == [1]
+    assert made == [0, 1]
+    records = {seed: json.loads((folder / f"seed{seed}.plateau.json").read_text()) for seed in (0, 1)}
+    assert records[0]["gap"] == 0.0 and records[0]["stuck"] is False  # the expert itself: nothing to close
+    assert records[1]["gap"] > 80 and records[1]["stuck"] is True
+    assert records[1]["agent_sha256"] == hashlib.sha256((folder / "seed1.zip").read_bytes()).hexdigest()
+    assert (folder / records[1]["expert_path"]).resolve() == expert.resolve()  # relative to the agent's folder
+    assert "--seeds 100,101 --seed 500 --eval-episodes 2" in records[1]["command"]
+
+    def no_check(*_: object) -> None:
+        raise AssertionError("checked again")
+
+    monkeypatch.setattr(make_agents, "check_plateau", no_check)
+    assert make_agents.admit(rule, env_id, [0, 1, 2], make, expert) == [1]  # from the records
+    sources[1] = sources[2]  # another agent under seed 1's name: its record no longer holds
+    with pytest.raises(AssertionError, match="checked again"):
+        make_agents.admit(rule, env_id, [0, 1, 2], make, expert)
+
+    lines = Pretraining({}, [], [], admission_checks({"envs": [env_id], "agents": {env_id: str(folder)}}),
+                        {env_id: [1]}).lines()
+    rows = [line for line in lines if line.startswith(f"| {env_id} |")]
+    assert [row.split(" | ")[1:3] for row in rows] == [["0", ""], ["1", "yes"]]
+    assert rows[0].endswith("| not stuck |") and rows[1].endswith("| stuck |")
+    assert f"{records[1]['before']:.1f} | {records[1]['expert']:.1f} |" in rows[1]

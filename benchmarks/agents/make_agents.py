@@ -14,6 +14,9 @@ other, or both train it.
   is past x = 0.6.
 - PongPoint-v0's, Hopper-v5's and Walker2d-v5's agents are PPO trained until their evaluated
   return stopped improving (``--until-plateau``, with a step cap), not for a fixed budget.
+- Hopper-v5's agents are admitted, not only made (``ADMISSION``): candidates in seed order, each
+  checked with ``ultrarl plateau`` against the shipped expert; the task's seeds are the first
+  candidates judged stuck. Every candidate ships with its record, admitted or not.
 - Experts (the oracle's advisor, an upper bound): on MountainCarContinuous-v0 a PPO policy
   network fitted by supervised learning to the energy-pumping controller a = sign(velocity)
   (reaches the flag from every start); on PongPoint-v0 a PPO policy fitted to a paddle that
@@ -25,20 +28,27 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import hashlib
 import json
+import os
 import shutil
+import tempfile
 import time
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import Callable
 
+import torch
 from stable_baselines3 import PPO
 
 from ultrarl.experts import EXPERT_MAKERS, EXPERT_SEED
 from ultrarl.evaluate.evaluation import evaluate_agent
 from ultrarl.pipeline import pretrain
-from ultrarl.run_dir import pretrain_record, write_text_atomic
-from ultrarl.settings import PretrainSettings
+from ultrarl.plateau import check_plateau
+from ultrarl.run_dir import admission_record, pretrain_record, write_json, write_text_atomic
+from ultrarl.settings import PlateauSettings, PretrainSettings
 
 HERE = Path(__file__).resolve().parent
 # Seeds 0-9 (0-4 on every task but MountainCar) are the benchmark's evaluation seeds; seeds
@@ -59,6 +69,51 @@ HOPPER_PLATEAU: dict[str, object] = {"timesteps": 500_000, "until_plateau": True
 DENSE_PLATEAU: dict[str, object] = {"timesteps": 1_000_000, "until_plateau": True, "keep_best": True,
                                     "plateau_eval_every": 25_000, "plateau_eval_episodes": 10,
                                     "plateau_window": 6, "plateau_smooth": 4}
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Which candidates become a task's agents: made in seed order (0, 1, ...), each checked with
+    ``ultrarl plateau`` (continued PPO for the benchmark's refinement budget on training seeds of
+    its own, judged on evaluation episodes of its own, against the task's shipped expert); the
+    task's agents are the first ``admit`` judged stuck. The check's seeds and episodes are none of
+    the benchmark's, so admission never looks at the runs methods are compared on.
+
+    :param candidates: at most this many candidates, seeds 0 to ``candidates`` - 1
+    :param admit: the task's number of agents
+    :param timesteps: continued training per check seed: the benchmark's refinement budget
+    :param check_seeds: continued training's seeds
+    :param eval_seed: the check's evaluation episodes are those of ``ultrarl plateau --seed``
+        this (episodes from 10,000 + it; the benchmark's from 10,000 + its seed, below 10,100)
+    :param eval_episodes: the check's evaluation episodes, as the benchmark's
+    :param stuck_fraction: ``ultrarl plateau``'s rule, its default
+    """
+
+    candidates: int
+    admit: int
+    timesteps: int
+    check_seeds: str = "100,101,102"
+    eval_seed: int = 500
+    eval_episodes: int = 20
+    stuck_fraction: float = 0.1
+
+    def settings(self, env_id: str, agent: Path, expert: Path) -> PlateauSettings:
+        return PlateauSettings(env_id=env_id, agent=str(agent), expert=str(expert), timesteps=self.timesteps,
+                               seeds=self.check_seeds, seed=self.eval_seed, eval_episodes=self.eval_episodes,
+                               stuck_fraction=self.stuck_fraction)
+
+    def command(self, env_id: str, agent: str, expert: str) -> str:
+        return (f"ultrarl plateau {env_id} --agent {agent} --expert {expert} --timesteps {self.timesteps} "
+                f"--seeds {self.check_seeds} --seed {self.eval_seed} --eval-episodes {self.eval_episodes} "
+                f"--stuck-fraction {self.stuck_fraction}")
+
+
+# Hopper-v5 under HOPPER_PLATEAU: its first five agents (seeds 0-4) were shipped as made, and
+# continued PPO gained +330.4 [-349.2, +1195.4] on them: four of five still hopped on a swing.
+# So its agents are admitted: the first five candidates that `ultrarl plateau` judges stuck, over
+# the benchmark's budget of 40,960 steps. Declared before any candidate past seed 4 was made or
+# any was checked; nothing in it was tuned.
+ADMISSION: dict[str, Admission] = {"Hopper-v5": Admission(candidates=20, admit=5, timesteps=40_960)}
 # env -> (``ultrarl pretrain`` options beyond the env and seed, seeds)
 PRETRAIN: dict[str, tuple[dict[str, object], list[int]]] = {
     "MountainCarContinuous-v0": ({"timesteps": 30_000}, [*range(10), *TUNING_SEEDS]),
@@ -66,7 +121,7 @@ PRETRAIN: dict[str, tuple[dict[str, object], list[int]]] = {
     "ultrarl/PongPoint-v0": ({"timesteps": 300_000, "until_plateau": True, "plateau_eval_every": 20_000,
                               "plateau_eval_episodes": 20, "plateau_window": 4}, [*range(5), *TUNING_SEEDS]),
     "ultrarl/SparseWalker2d-v5": ({"timesteps": 60_000}, list(range(5))),
-    "Hopper-v5": (HOPPER_PLATEAU, list(range(5))),
+    "Hopper-v5": (HOPPER_PLATEAU, list(range(ADMISSION["Hopper-v5"].candidates))),
     "Walker2d-v5": (DENSE_PLATEAU, list(range(5))),
 }
 # env -> (the dense env a PPO expert trains on, its ``ultrarl pretrain`` options), for tasks without
@@ -151,55 +206,106 @@ def read_manifest(manifest_path: Path) -> dict:
     return json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
 
 
+def make_agent(env_id: str, options: dict[str, object], seed: int, *, manifest_path: Path, versions: dict) -> Path:
+    """Train the agent of ``seed`` unless it is on disk, evaluate it on the benchmark's episodes and
+    record it in MANIFEST.json."""
+    slug = env_id.replace("/", "_")
+    out = HERE / slug / f"seed{seed}.zip"
+    key = f"{slug}/seed{seed}.zip"
+    start = time.perf_counter()
+    made_before = out.exists()
+    if made_before:  # evaluated and recorded again, not retrained
+        agent = PPO.load(out, device="cpu")
+    else:
+        agent = pretrain(PretrainSettings(env_id=env_id, seed=seed, out=str(out), **options),  # type: ignore[arg-type]
+                         progress_bar=False)
+    wall = making_time(read_manifest(manifest_path), key, made_before, start)
+    result = evaluate_agent(agent, env_id, 20, 10_000 + seed)
+    record(manifest_path, key, {
+        "command": pretrain_command(env_id, options, seed), "seed": seed, "versions": versions,
+        "sha256": sha256(out), "eval_mean_20": result.mean, "wall_s": wall})
+    print(f"{env_id} seed {seed}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
+    return out
+
+
+def make_or_record_expert(env_id: str, manifest_path: Path, versions: dict) -> Path:
+    """The task's expert: kept if on disk, else copied from its twin or made; evaluated and recorded."""
+    slug = env_id.replace("/", "_")
+    expert_out = HERE / "experts" / f"{slug}.zip"
+    expert_out.parent.mkdir(parents=True, exist_ok=True)
+    expert_key = f"experts/{slug}.zip"
+    start = time.perf_counter()
+    on_disk = read_manifest(manifest_path)  # the other maker's files too
+    twin = made_expert(on_disk, expert_command(env_id))
+    if expert_out.exists():  # evaluated and recorded again, not refitted
+        expert = PPO.load(expert_out, device="cpu")
+        command = on_disk.get(expert_key, {}).get("command", expert_command(env_id))
+        wall = making_time(on_disk, expert_key, True, start)
+    elif env_id not in EXPERT_MAKERS and twin is not None:  # the same training made it: its file, record, time
+        expert, command = copy_expert(twin, expert_out), expert_command(env_id)
+        wall = on_disk[str(twin.relative_to(HERE))]["wall_s"]
+    else:
+        expert, command = make_expert(env_id, expert_out), expert_command(env_id)
+        wall = making_time(on_disk, expert_key, False, start)
+    result = evaluate_agent(expert, env_id, 20, 20_000)
+    record(manifest_path, expert_key, {
+        "command": command, "seed": EXPERT_SEED, "versions": versions, "sha256": sha256(expert_out),
+        "eval_mean_20": result.mean, "wall_s": wall})
+    print(f"expert {env_id}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
+    return expert_out
+
+
+def admission_check(rule: Admission, env_id: str, agent: Path, expert: Path) -> bool:
+    """Whether the candidate ``agent`` is stuck: its ``ultrarl plateau`` record beside it, made
+    now unless it is there for this very file."""
+    path = admission_record(agent)
+    digest = sha256(agent)
+    if path.exists() and json.loads(path.read_text()).get("agent_sha256") == digest:
+        return bool(json.loads(path.read_text())["stuck"])
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = check_plateau(rule.settings(env_id, agent, expert), Path(run_dir))
+    expert_name = os.path.relpath(expert, agent.parent)  # the folder travels with its experts
+    write_json(path, {**result, "agent": agent.name, "expert_path": expert_name, "agent_sha256": digest,
+                      "command": rule.command(env_id, agent.name, expert_name),
+                      "torch_threads": torch.get_num_threads(), "wall_s": time.perf_counter() - start})
+    return bool(result["stuck"])
+
+
+def admit(rule: Admission, env_id: str, seeds: list[int], make: Callable[[int], Path], expert: Path) -> list[int]:
+    """The first ``rule.admit`` of ``seeds``, in order, whose candidate is stuck; candidates past
+    the last one admitted are neither made nor checked."""
+    admitted: list[int] = []
+    for seed in seeds:
+        if len(admitted) == rule.admit:
+            break
+        if admission_check(rule, env_id, make(seed), expert):
+            admitted.append(seed)
+    return admitted
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default=None, help="one environment slug")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds of its task (default: all)")
     args = parser.parse_args()
+    # One core per maker: two makers side by side do not contend, and a check trains as a bench job.
+    torch.set_num_threads(1)
     manifest_path = HERE / "MANIFEST.json"
-    manifest = read_manifest(manifest_path)
     versions = {p: version(p) for p in ("stable-baselines3", "gymnasium", "torch", "mujoco")}
     for env_id, (options, seeds) in PRETRAIN.items():
-        slug = env_id.replace("/", "_")
-        if args.only and args.only != slug:
+        if args.only and args.only != env_id.replace("/", "_"):
             continue
-        for seed in [seed for seed in seeds if args.seeds is None or str(seed) in args.seeds.split(",")]:
-            out = HERE / slug / f"seed{seed}.zip"
-            key = f"{slug}/seed{seed}.zip"
-            start = time.perf_counter()
-            made_before = out.exists()
-            if made_before:  # evaluated and recorded again, not retrained
-                agent = PPO.load(out, device="cpu")
-            else:
-                agent = pretrain(PretrainSettings(env_id=env_id, seed=seed, out=str(out), **options),  # type: ignore[arg-type]
-                                 progress_bar=False)
-            wall = making_time(manifest, key, made_before, start)
-            result = evaluate_agent(agent, env_id, 20, 10_000 + seed)
-            manifest = record(manifest_path, key, {
-                "command": pretrain_command(env_id, options, seed), "seed": seed, "versions": versions,
-                "sha256": sha256(out), "eval_mean_20": result.mean, "wall_s": wall})
-            print(f"{env_id} seed {seed}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
-        expert_out = HERE / "experts" / f"{slug}.zip"
-        expert_out.parent.mkdir(parents=True, exist_ok=True)
-        expert_key = f"experts/{slug}.zip"
-        start = time.perf_counter()
-        on_disk = read_manifest(manifest_path)  # the other maker's files too
-        twin = made_expert(on_disk, expert_command(env_id))
-        if expert_out.exists():  # evaluated and recorded again, not refitted
-            expert = PPO.load(expert_out, device="cpu")
-            command = manifest.get(expert_key, {}).get("command", expert_command(env_id))
-            wall = making_time(manifest, expert_key, True, start)
-        elif env_id not in EXPERT_MAKERS and twin is not None:  # the same training made it: its file, record, time
-            expert, command = copy_expert(twin, expert_out), expert_command(env_id)
-            wall = on_disk[str(twin.relative_to(HERE))]["wall_s"]
+        expert = make_or_record_expert(env_id, manifest_path, versions)
+        chosen = [seed for seed in seeds if args.seeds is None or str(seed) in args.seeds.split(",")]
+        made = functools.partial(make_agent, env_id, options, manifest_path=manifest_path, versions=versions)
+        rule = ADMISSION.get(env_id)
+        if rule is None:
+            for seed in chosen:
+                made(seed)
         else:
-            expert, command = make_expert(env_id, expert_out), expert_command(env_id)
-            wall = making_time(manifest, expert_key, False, start)
-        result = evaluate_agent(expert, env_id, 20, 20_000)
-        manifest = record(manifest_path, expert_key, {
-            "command": command, "seed": EXPERT_SEED, "versions": versions, "sha256": sha256(expert_out),
-            "eval_mean_20": result.mean, "wall_s": wall})
-        print(f"expert {env_id}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
+            admitted = admit(rule, env_id, chosen, made, expert)
+            print(f"{env_id}: admitted seeds {admitted} (the task's seeds in the benchmark configs)", flush=True)
 
 
 if __name__ == "__main__":

@@ -188,6 +188,15 @@ def pretrain_record(agent_zip: Path) -> Path:
     return agent_zip.with_suffix(".pretrain.json")
 
 
+ADMISSION_SUFFIX = ".plateau.json"
+
+
+def admission_record(agent_zip: Path) -> Path:
+    """Beside a shipped agent: its ``ultrarl plateau`` check (``plateau.json``'s content, with the
+    agent's SHA-256 and the command), the evidence that admitted it to a benchmark, or did not."""
+    return agent_zip.with_suffix(ADMISSION_SUFFIX)
+
+
 # -- a bench directory -------------------------------------------------------------------------
 BENCH_CONFIG = "bench.yaml"
 RESULTS = "results.csv"

@@ -9,7 +9,8 @@
 - Learning curves (PNG): true episodic return against refinement steps, mean ± std over seeds.
 - Where shipped agents have a pretraining record (``--until-plateau``, ``--keep-best``): each
   one's evaluated return during pretraining (PNG) and where it stopped, beside continued PPO's
-  gain (the plateau evidence).
+  gain (the plateau evidence). Where a shipped folder holds admission checks (``ultrarl
+  plateau`` per candidate agent): every candidate's, admitted to the grid or not.
 - ``report.md`` and a self-contained ``report.html`` (plots embedded) with a sample of critical
   states and the LLM's reasons.
 """
@@ -45,6 +46,8 @@ class Pretraining:
     records: dict[str, dict[int, dict[str, Any]]]  # env -> seed -> record
     figures: list[Path]
     missing: list[str]  # shipped-agent folders not found from the current directory
+    admissions: dict[str, list[dict[str, Any]]]  # env -> every candidate's plateau check, in seed order
+    grid_seeds: dict[str, list[int]]  # env -> the grid's seeds
 
     def lines(self) -> list[str]:
         out = []
@@ -58,9 +61,28 @@ class Pretraining:
                     out.append(f"| {env} | {seed} | {r['timesteps']:,} ({r['cap']:,}) | {r['stopped']} | "
                                f"{r.get('kept_timestep', r['timesteps']):,} | {max(means):.1f} | {means[-1]:.1f} |")
             out += ["", *(f"![{p.stem}]({p.name})" for p in self.figures)]
+        out += self.admission_lines()
         if self.missing:
             out += ["", f"(pretraining records not looked up: {', '.join(self.missing)} not found from the current "
                         "directory; rebuild the report from where the bench ran)"]
+        return out
+
+    def admission_lines(self) -> list[str]:
+        if not self.admissions:
+            return []
+        out = ["", "## Admission: was each candidate agent stuck before the bench? (`ultrarl plateau`)", "",
+               "Continued training for the refinement budget on training seeds and evaluation episodes of the "
+               "check's own; stuck when the gain's upper 95% bound is below the fraction of the gap to the "
+               "expert. Every candidate in the shipped folder is listed; the grid runs those marked.", "",
+               "| env | seed | in grid | as it is | expert | continued training's gain [95% CI] | "
+               "bound (fraction of gap) | verdict |", "|---|---:|---|---:|---:|---:|---:|---|"]
+        for env, checks in self.admissions.items():
+            for c in checks:
+                seed = int(Path(c["agent"]).stem.removeprefix("seed"))
+                gain = c["gain"]
+                out.append(f"| {env} | {seed} | {'yes' if seed in self.grid_seeds.get(env, []) else ''} | "
+                           f"{c['before']:.1f} | {c['expert']:.1f} | {_fmt_diff(gain)} ({len(c['runs'])} seeds) | "
+                           f"{c['stuck_fraction'] * c['gap']:+.1f} | {'stuck' if c['stuck'] else 'not stuck'} |")
         return out
 
 
@@ -273,6 +295,17 @@ def pretraining_records(config: dict[str, Any], bench_dir: Path) -> tuple[dict[s
     return records, missing
 
 
+def admission_checks(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """env -> the admission check of every candidate agent in its shipped folder, in seed order."""
+    checks: dict[str, list[dict[str, Any]]] = {}
+    for env_id, folder in (config.get("agents") or {}).items():
+        paths = sorted(Path(folder).glob(f"seed*{files.ADMISSION_SUFFIX}"),
+                       key=lambda p: int(p.name.removesuffix(files.ADMISSION_SUFFIX).removeprefix("seed")))
+        if env_id in config["envs"] and paths:
+            checks[env_id] = [json.loads(p.read_text()) for p in paths]
+    return checks
+
+
 def pretraining_curves(records: dict[str, dict[int, dict[str, Any]]], out_dir: Path) -> list[Path]:
     """One PNG per environment: each agent's evaluated return during pretraining, to where it stopped."""
     import matplotlib
@@ -344,7 +377,9 @@ def write_bench_report(bench_dir: Path) -> Path:
     estimates["paired_difference_to_ppo"] = paired_differences(config, rows)
     files.write_json(bench_dir / files.ESTIMATES, estimates)
     _rewrite_run_reports(bench_dir, rows)
-    markdown = render_markdown(config, rows, table, estimates, curves, sample, Pretraining(records, pretraining, missing))
+    grid_seeds = {env_id: task_config(config, env_id)["seeds"] for env_id in config["envs"]}
+    markdown = render_markdown(config, rows, table, estimates, curves, sample,
+                               Pretraining(records, pretraining, missing, admission_checks(config), grid_seeds))
     files.write_text_atomic(bench_dir / files.REPORT_MD, markdown)
     files.write_text_atomic(bench_dir / files.REPORT_HTML, render_page(markdown, f"ultrarl bench: {config['name']}",
                                                                        bench_dir))
