@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from ultrarl.cli import main
+from ultrarl.report.bench_report import RunRow, paired_differences
 
 TINY = {
     "name": "tiny",
@@ -89,6 +92,40 @@ def test_only_runs_the_named_methods(tmp_path: Path, capsys) -> None:  # type: i
     assert "| CartPole-v1 | none | 0 |" in (tmp_path / "out/report.md").read_text()  # the grid, with what exists
     code, _, err = _bench(tmp_path, config, capsys, "--only", "ppo,magic")
     assert code == 2 and "--only names methods the bench config does not have: magic" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_tasks_run_in_parts_report_together(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """``--envs`` runs some tasks of a grid; a task whose run directories are not here (it ran
+    elsewhere) keeps its rows from the bench's ``results.csv``, said so in the report, and a run
+    that exists wins over its recorded row."""
+    config = {**TINY, "envs": ["CartPole-v1", "Acrobot-v1"], "methods": ["none", "ppo"], "seeds": [0],
+              "tasks": {"Acrobot-v1": {"seeds": [3]}}}
+    code, out, err = _bench(tmp_path, config, capsys, "--envs", "CartPole-v1")
+    assert code == 0, err
+    assert out.count(": done") == 3 and "Acrobot" not in out  # CartPole's agent and its two runs
+    bench = tmp_path / "out"
+    with open(bench / "results.csv") as f:
+        first = {(r["env"], r["method"]): r for r in csv.DictReader(f)}
+    assert first[("Acrobot-v1", "ppo")]["status"] == "missing" and first[("CartPole-v1", "ppo")]["status"] == "done"
+    # CartPole's runs move away (it ran on another machine); Acrobot runs here.
+    shutil.rmtree(bench / "runs" / "CartPole-v1")
+    code, out, err = _bench(tmp_path, config, capsys, "--envs", "Acrobot-v1")
+    assert code == 0, err
+    assert "CartPole" not in out
+    with open(bench / "results.csv") as f:
+        merged = {(r["env"], r["method"]): r for r in csv.DictReader(f)}
+    assert merged[("CartPole-v1", "ppo")] == first[("CartPole-v1", "ppo")]  # the recorded row, as it was
+    assert merged[("Acrobot-v1", "ppo")]["status"] == "done" and merged[("Acrobot-v1", "ppo")]["seed"] == "3"
+    report = (bench / "report.md").read_text()
+    assert "2 of 4 runs are reported from `results.csv` without their run directories (tasks: CartPole-v1)" in report
+    assert "| CartPole-v1 | ppo | 1 |" in report and "| Acrobot-v1 | ppo | 1 |" in report
+    assert "curve_Acrobot-v1.png" in report and "curve_CartPole-v1.png" not in report  # no runs here to draw
+    # A run that exists again wins over its row.
+    after = json.loads((bench / "runs/Acrobot-v1/ppo/seed3/eval.json").read_text())["after"]["mean"]
+    assert float(merged[("Acrobot-v1", "ppo")]["after"]) == after
+    code, _, err = _bench(tmp_path, config, capsys, "--envs", "Pong")
+    assert code == 2 and "--envs names environments the bench config does not have: Pong" in err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -212,3 +249,26 @@ def test_report_shows_where_shipped_agents_stopped_pretraining(tmp_path: Path, c
     assert main(["report", str(tmp_path / "out")]) == 0
     report = (tmp_path / "out/report.md").read_text()
     assert "## Pretraining" not in report and "elsewhere/agents not found from the current directory" in report
+
+
+def test_a_paired_interval_depends_on_its_own_runs_alone() -> None:
+    """A task's paired CI is the same whether the grid holds other tasks and methods or not (each
+    draws its own bootstrap stream), and it is a percentile interval around the paired mean."""
+    rng = np.random.default_rng(7)
+
+    def rows(env_id: str, methods: list[str]) -> list[RunRow]:
+        return [RunRow(env_id, m, m, seed, "done", 0.0, float(rng.normal(10 if m == "ppo" else 12, 3)), 0.0, Path("."))
+                for m in methods for seed in range(5)]
+
+    alone_rows = rows("CartPole-v1", ["ppo", "rice"])
+    alone = paired_differences({"envs": ["CartPole-v1"], "methods": [{"name": "ppo", "method": "ppo"},
+                                                                      {"name": "rice", "method": "rice"}]}, alone_rows)
+    wider = {"envs": ["Acrobot-v1", "CartPole-v1"],
+             "methods": [{"name": "ppo", "method": "ppo"}, {"name": "random", "method": "random"},
+                         {"name": "rice", "method": "rice"}]}
+    both = paired_differences(wider, rows("Acrobot-v1", ["ppo", "random", "rice"]) + alone_rows
+                              + rows("CartPole-v1", ["random"]))
+    assert both["CartPole-v1"]["rice"] == alone["CartPole-v1"]["rice"]
+    ci = alone["CartPole-v1"]["rice"]
+    diffs = [r.after - p.after for r, p in zip(alone_rows[5:], alone_rows[:5])]  # type: ignore[operator]
+    assert ci["point"] == pytest.approx(np.mean(diffs)) and min(diffs) <= ci["low"] < ci["point"] < ci["high"] <= max(diffs)

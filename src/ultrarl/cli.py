@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", default=None, metavar="NAME[,NAME]",
                    help="run only these methods of the config (by their names in it; default: all); "
                         "bench.yaml and the report still cover the whole grid, with the runs that exist")
+    p.add_argument("--envs", default=None, metavar="ENV[,ENV]",
+                   help="run only these environments' tasks of the config (default: all); bench.yaml and the "
+                        "report still cover the whole grid, with the runs that exist")
 
     p = sub.add_parser("report", help="rebuild the report of a bench or run directory from disk")
     p.add_argument("path", type=Path, help="a bench directory or a run directory")
@@ -240,7 +243,8 @@ _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS}
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from ultrarl.bench.grid import GridRunner, JobResult, check_method_names, failed, load_bench_config, run_grid
+    from ultrarl.bench.grid import (GridRunner, JobResult, check_env_names, check_method_names, failed,
+                                    load_bench_config, run_grid)
     from ultrarl.report.bench_report import write_bench_report
     from ultrarl.report.console import console
 
@@ -249,8 +253,11 @@ def _bench(args: argparse.Namespace) -> int:
     config = load_bench_config(args.config)
     out = args.out or Path("runs") / f"bench-{config.name}"
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
-    if only is not None:
-        check_method_names(config, only)  # before any work
+    envs = [name.strip() for name in args.envs.split(",") if name.strip()] if args.envs else None
+    if only is not None:  # before any work
+        check_method_names(config, only)
+    if envs is not None:
+        check_env_names(config, envs)
 
     def on_result(result: JobResult, done: int, total: int) -> None:
         after = f", after {result.after_mean:.1f}" if result.after_mean is not None else ""
@@ -258,7 +265,7 @@ def _bench(args: argparse.Namespace) -> int:
         console.print(f"[{done}/{total}] {result.job.label}: {result.status} ({result.wall_time_s:.0f} s{after}){why}")
 
     runner = GridRunner(workers=args.workers, backend=args.backend, ray_address=args.ray_address, on_result=on_result)
-    results = run_grid(config, out, runner, only)
+    results = run_grid(config, out, runner, only, envs)
     report = write_bench_report(out)
     console.print(f"report: {report} (and report.html, results.csv, estimates.json)")
     bad = failed(results)

@@ -129,6 +129,15 @@ def load_bench_config(path: Path) -> BenchConfig:
     return config
 
 
+def check_env_names(config: BenchConfig, names: list[str]) -> list[str]:
+    """``ultrarl bench --envs``: the named environments must be the config's tasks."""
+    unknown = [n for n in names if n not in config.envs]
+    if unknown:
+        raise UltraRLError(f"--envs names environments the bench config does not have: {', '.join(unknown)} "
+                           f"(it has: {', '.join(config.envs)})")
+    return names
+
+
 def check_method_names(config: BenchConfig, names: list[str]) -> list[str]:
     """``ultrarl bench --only``: the named methods must be the config's."""
     known = [m.name for m in config.methods]
@@ -419,14 +428,19 @@ def plan_jobs(config: BenchConfig, bench_dir: Path) -> tuple[list[Job], list[Job
     return agents, experts, runs
 
 
-def run_grid(config: BenchConfig, bench_dir: Path, runner: GridRunner, only: list[str] | None = None
-             ) -> list[JobResult]:
-    """Every job of the grid not finished yet; with ``only``, the runs of those methods alone
-    (bench.yaml and the report keep the whole grid: the others' runs count where they exist)."""
+def run_grid(config: BenchConfig, bench_dir: Path, runner: GridRunner, only: list[str] | None = None,
+             envs: list[str] | None = None) -> list[JobResult]:
+    """Every job of the grid not finished yet; with ``only``, the runs of those methods alone, with
+    ``envs`` those of these tasks alone (bench.yaml and the report keep the whole grid: the others'
+    runs count where they exist)."""
     bench_dir.mkdir(parents=True, exist_ok=True)
     files.write_text_atomic(bench_dir / files.BENCH_CONFIG, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    planned = config if only is None else config.model_copy(
-        update={"methods": [m for m in config.methods if m.name in check_method_names(config, only)]})
+    planned = config
+    if only is not None:
+        check_method_names(config, only)
+        planned = planned.model_copy(update={"methods": [m for m in config.methods if m.name in only]})
+    if envs is not None:
+        planned = planned.model_copy(update={"envs": [e for e in config.envs if e in check_env_names(config, envs)]})
     agents, experts, runs = plan_jobs(planned, bench_dir)
     # Agents and experts are independent of each other: one pool for both, then the runs.
     return runner.run([*agents, *experts]) + runner.run(runs)

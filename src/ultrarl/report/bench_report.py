@@ -20,7 +20,8 @@ from __future__ import annotations
 import csv
 import json
 import warnings
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,10 @@ class RunRow:
     after: float | None
     after_std: float | None
     run_dir: Path
+    recorded: bool = False  # kept from results.csv: its run directory is not here
+
+
+RESULTS_FIELDS = ["env", "method", "kind", "seed", "status", "before", "after", "after_std"]
 
 
 def task_config(config: dict[str, Any], env_id: str) -> dict[str, Any]:
@@ -111,12 +116,29 @@ def collect_rows(bench_dir: Path) -> tuple[dict[str, Any], list[RunRow]]:
     if not config_path.exists():
         raise UltraRLError(f"{bench_dir} holds no bench.yaml: not a bench directory")
     config = yaml.safe_load(config_path.read_text())
+    recorded = _recorded_rows(bench_dir / files.RESULTS)
     rows = []
     for env_id in config["envs"]:
         for method in config["methods"]:
             for seed in task_config(config, env_id)["seeds"]:
-                rows.append(_row(env_id, method, seed, files.bench_run_dir(bench_dir, env_id, method["name"], seed)))
+                row = _row(env_id, method, seed, files.bench_run_dir(bench_dir, env_id, method["name"], seed))
+                kept = recorded.get((env_id, method["name"], seed))
+                if row.status == "missing" and kept is not None and kept.kind == method["method"]:
+                    row = replace(kept, run_dir=row.run_dir)
+                rows.append(row)
     return config, rows
+
+
+def _recorded_rows(path: Path) -> dict[tuple[str, str, int], RunRow]:
+    """The finished rows of an earlier ``results.csv`` (a bench whose tasks ran in parts or on
+    other machines, copied here without its run directories), by (env, method, seed)."""
+    if not path.exists():
+        return {}
+    with open(path, newline="") as f:
+        return {(r["env"], r["method"], int(r["seed"])): RunRow(
+                    r["env"], r["method"], r["kind"], int(r["seed"]), "done", float(r["before"]), float(r["after"]),
+                    float(r["after_std"]), Path(), recorded=True)
+                for r in csv.DictReader(f) if r["status"] == "done" and r["after"]}
 
 
 def _row(env_id: str, method: dict[str, Any], seed: int, run_dir: Path) -> RunRow:
@@ -247,11 +269,14 @@ def learning_curves(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -
 
     paths = []
     for env_id in config["envs"]:
+        if not any(r.env_id == env_id and r.status == "done" and not r.recorded for r in rows):
+            continue  # no run of this task is here to draw
         edges = np.linspace(0, task_config(config, env_id)["refine_timesteps"], CURVE_BINS + 1)
         centres = (edges[:-1] + edges[1:]) / 2
         fig, ax = plt.subplots(figsize=(7, 4))
         for method in config["methods"]:
-            env_rows = [r for r in rows if r.env_id == env_id and r.method == method["name"] and r.status == "done"]
+            env_rows = [r for r in rows if r.env_id == env_id and r.method == method["name"] and r.status == "done"
+                        and not r.recorded]
             if not env_rows:
                 continue
             spec = METHODS[method["method"]]
@@ -373,7 +398,7 @@ def write_bench_report(bench_dir: Path) -> Path:
     sample = critical_state_sample(rows)
     files.write_csv(bench_dir / files.RESULTS,
                     [[r.env_id, r.method, r.kind, r.seed, r.status, r.before, r.after, r.after_std] for r in rows],
-                    ["env", "method", "kind", "seed", "status", "before", "after", "after_std"])
+                    RESULTS_FIELDS)
     estimates["paired_difference_to_ppo"] = paired_differences(config, rows)
     files.write_json(bench_dir / files.ESTIMATES, estimates)
     _rewrite_run_reports(bench_dir, rows)
@@ -390,7 +415,7 @@ def _rewrite_run_reports(bench_dir: Path, rows: list[RunRow]) -> None:
     """Every finished run's own report again, its learning curve beside its baseline's
     (continued training on the same agent and seed), now that both exist."""
     for row in rows:
-        if row.status != "done" or row.kind in ("none", "ppo"):
+        if row.status != "done" or row.recorded or row.kind in ("none", "ppo"):
             continue
         baseline = files.bench_run_dir(bench_dir, row.env_id, "ppo", row.seed)
         if (baseline / files.CONFIG).exists():
@@ -399,12 +424,13 @@ def _rewrite_run_reports(bench_dir: Path, rows: list[RunRow]) -> None:
 
 def paired_differences(config: dict[str, Any], rows: list[RunRow], seed: int = 0) -> dict[str, dict[str, Any]]:
     """Per environment and method: the mean over seeds of (method - ppo) on the same seed, with a
-    95% percentile-bootstrap CI over seeds. Only seeds where both finished count."""
+    95% percentile-bootstrap CI over seeds. Only seeds where both finished count. Each interval
+    draws from a stream of its own (``seed``, the environment, the method), so it depends on its
+    own runs alone, not on which other tasks or methods the grid holds."""
     baseline = next((m["name"] for m in config["methods"] if m["method"] == "ppo"), None)
     out: dict[str, dict[str, Any]] = {}
     if baseline is None:
         return out
-    rng = np.random.default_rng(seed)
     for env_id in config["envs"]:
         ppo = {r.seed: r.after for r in rows if r.env_id == env_id and r.method == baseline and r.after is not None}
         out[env_id] = {}
@@ -415,6 +441,7 @@ def paired_differences(config: dict[str, Any], rows: list[RunRow], seed: int = 0
             if method["name"] == baseline or len(seeds) < 2:
                 continue
             diffs = np.array([mine[s] - ppo[s] for s in seeds])
+            rng = np.random.default_rng([seed, zlib.crc32(env_id.encode()), zlib.crc32(method["name"].encode())])
             boot = diffs[rng.integers(len(diffs), size=(BOOTSTRAP_REPS, len(diffs)))].mean(axis=1)
             out[env_id][method["name"]] = {"point": float(diffs.mean()), "low": float(np.quantile(boot, 0.025)),
                                            "high": float(np.quantile(boot, 0.975)), "seeds": len(seeds)}
@@ -458,6 +485,11 @@ def render_markdown(
     if failures:
         lines += [f"**{len(failures)} of {len(rows)} runs did not finish:** "
                   + "; ".join(f"{r.env_id} {r.method} seed {r.seed} ({r.status})" for r in failures[:10]), ""]
+    kept = [r for r in rows if r.recorded]
+    if kept:
+        lines += [f"{len(kept)} of {len(rows)} runs are reported from `{files.RESULTS}` without their run directories "
+                  f"(tasks: {', '.join(dict.fromkeys(r.env_id for r in kept))}): no learning curves or critical "
+                  "states from them.", ""]
     lines += ["## Final true return (mean ± std over seeds)", "", "| env | method | runs | mean | std |",
               "|---|---|---:|---:|---:|"]
     lines += [f"| {t['env']} | {t['method']} | {t['runs']} | {t['mean']:.1f} | {t['std']:.1f} |" for t in table]
