@@ -96,37 +96,50 @@ def test_only_runs_the_named_methods(tmp_path: Path, capsys) -> None:  # type: i
 
 
 def test_tasks_run_in_parts_report_together(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
-    """``--envs`` runs some tasks of a grid; a task whose run directories are not here (it ran
-    elsewhere) keeps its rows from the bench's ``results.csv``, said so in the report, and a run
-    that exists wins over its recorded row."""
+    """``--envs`` runs some tasks of a grid; a task with no run directory here (it ran elsewhere)
+    keeps its rows from the bench's ``results.csv``, said so in the report; a task that ran here
+    reports its runs alone: a run's own eval.json wins over a row, a deleted run is missing."""
     config = {**TINY, "envs": ["CartPole-v1", "Acrobot-v1"], "methods": ["none", "ppo"], "seeds": [0],
               "tasks": {"Acrobot-v1": {"seeds": [3]}}}
+    code, out, err = _bench(tmp_path, config, capsys, "--envs", "CartPole-v1", "--only", "ppo")
+    assert code == 0, err
+    assert out.count(": done") == 2 and "Acrobot" not in out  # CartPole's agent and its ppo run
     code, out, err = _bench(tmp_path, config, capsys, "--envs", "CartPole-v1")
     assert code == 0, err
-    assert out.count(": done") == 3 and "Acrobot" not in out  # CartPole's agent and its two runs
+    assert out.count(": skipped") == 2 and out.count(": done") == 1  # the none run
     bench = tmp_path / "out"
-    with open(bench / "results.csv") as f:
-        first = {(r["env"], r["method"]): r for r in csv.DictReader(f)}
+    first = _results(bench)
     assert first[("Acrobot-v1", "ppo")]["status"] == "missing" and first[("CartPole-v1", "ppo")]["status"] == "done"
     # CartPole's runs move away (it ran on another machine); Acrobot runs here.
     shutil.rmtree(bench / "runs" / "CartPole-v1")
     code, out, err = _bench(tmp_path, config, capsys, "--envs", "Acrobot-v1")
     assert code == 0, err
     assert "CartPole" not in out
-    with open(bench / "results.csv") as f:
-        merged = {(r["env"], r["method"]): r for r in csv.DictReader(f)}
+    merged = _results(bench)
     assert merged[("CartPole-v1", "ppo")] == first[("CartPole-v1", "ppo")]  # the recorded row, as it was
     assert merged[("Acrobot-v1", "ppo")]["status"] == "done" and merged[("Acrobot-v1", "ppo")]["seed"] == "3"
     report = (bench / "report.md").read_text()
-    assert "2 of 4 runs are reported from `results.csv` without their run directories (tasks: CartPole-v1)" in report
+    assert "2 of 4 runs are reported from `results.csv` without their run directories (tasks: CartPole-v1" in report
     assert "| CartPole-v1 | ppo | 1 |" in report and "| Acrobot-v1 | ppo | 1 |" in report
     assert "curve_Acrobot-v1.png" in report and "curve_CartPole-v1.png" not in report  # no runs here to draw
-    # A run that exists again wins over its row.
+    # Where a task ran here, its runs are the truth: an edited row does not survive, a deleted run is missing.
+    results_csv = bench / "results.csv"
     after = json.loads((bench / "runs/Acrobot-v1/ppo/seed3/eval.json").read_text())["after"]["mean"]
-    assert float(merged[("Acrobot-v1", "ppo")]["after"]) == after
-    code, _, err = _bench(tmp_path, config, capsys, "--envs", "Pong")
-    assert code == 2 and "--envs names environments the bench config does not have: Pong" in err
-    assert len(err.strip().splitlines()) == 1
+    results_csv.write_text(results_csv.read_text().replace(merged[("Acrobot-v1", "ppo")]["after"], "12345.0"))
+    shutil.rmtree(bench / "runs/Acrobot-v1/none")
+    assert main(["report", str(bench)]) == 0
+    rebuilt = _results(bench)
+    assert float(rebuilt[("Acrobot-v1", "ppo")]["after"]) == after
+    assert rebuilt[("Acrobot-v1", "none")]["status"] == "missing"
+    for flag, names, line in (("--envs", "Pong", "--envs names environments the bench config does not have: Pong"),
+                              ("--envs", ",", "--envs names nothing")):
+        code, _, err = _bench(tmp_path, config, capsys, flag, names)
+        assert code == 2 and line in err and len(err.strip().splitlines()) == 1
+
+
+def _results(bench: Path) -> dict[tuple[str, str], dict[str, str]]:
+    with open(bench / "results.csv") as f:
+        return {(r["env"], r["method"]): r for r in csv.DictReader(f)}
 
 
 def test_a_row_does_not_depend_on_workers(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

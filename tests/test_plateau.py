@@ -3,6 +3,7 @@ improving, and ``ultrarl plateau`` measures what continued training still gains.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -12,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import yaml
 
 from ultrarl.cli import main
 from ultrarl.report.bench_report import Pretraining, admission_checks
@@ -111,12 +113,12 @@ def test_plateau_needs_two_seeds(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "--seeds needs at least 2 seeds" in err and len(err.strip().splitlines()) == 1
 
 
-def _make_agents() -> ModuleType:
+def _make_agents(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """``benchmarks/agents/make_agents.py``, the script that ships the benchmark's agents."""
     spec = importlib.util.spec_from_file_location("make_agents", AGENTS / "make_agents.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["make_agents"] = module  # dataclasses look their module up
+    monkeypatch.setitem(sys.modules, "make_agents", module)  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -127,7 +129,7 @@ def test_admission_takes_the_first_stuck_candidates_in_seed_order(tmp_path: Path
     with no gap to the expert is not admitted, the stuck one after it is, the one after that is
     never made; a re-run reads the records; a changed candidate is checked again; the bench report
     lists every candidate and marks the grid's."""
-    make_agents = _make_agents()
+    make_agents = _make_agents(monkeypatch)
     env_id = "MountainCarContinuous-v0"
     expert = AGENTS / "experts" / f"{env_id}.zip"
     sources = {0: expert, 1: AGENTS / env_id / "seed100.zip", 2: AGENTS / env_id / "seed101.zip"}
@@ -156,13 +158,40 @@ def test_admission_takes_the_first_stuck_candidates_in_seed_order(tmp_path: Path
 
     monkeypatch.setattr(make_agents, "check_plateau", no_check)
     assert make_agents.admit(rule, env_id, [0, 1, 2], make, expert) == [1]  # from the records
-    sources[1] = sources[2]  # another agent under seed 1's name: its record no longer holds
-    with pytest.raises(AssertionError, match="checked again"):
-        make_agents.admit(rule, env_id, [0, 1, 2], make, expert)
+    for changed in (dataclasses.replace(rule, timesteps=4096), dataclasses.replace(rule, eval_seed=501)):
+        with pytest.raises(AssertionError, match="checked again"):  # another check than the record's
+            make_agents.admit(changed, env_id, [0, 1, 2], make, expert)
 
-    lines = Pretraining({}, [], [], admission_checks({"envs": [env_id], "agents": {env_id: str(folder)}}),
-                        {env_id: [1]}).lines()
-    rows = [line for line in lines if line.startswith(f"| {env_id} |")]
+    def lines(grid: list[int]) -> list[str]:
+        checks = admission_checks({"envs": [env_id], "agents": {env_id: str(folder)}})
+        return Pretraining({}, [], [], checks, {env_id: grid}).lines()
+
+    rows = [line for line in lines([1]) if line.startswith(f"| {env_id} |")]
     assert [row.split(" | ")[1:3] for row in rows] == [["0", ""], ["1", "yes"]]
     assert rows[0].endswith("| not stuck |") and rows[1].endswith("| stuck |")
     assert f"{records[1]['before']:.1f} | {records[1]['expert']:.1f} |" in rows[1]
+    assert not any(line.startswith("**Not admitted") for line in lines([1]))
+    assert f"**Not admitted by a current check, yet in the grid:** {env_id} seed 0, {env_id} seed 2." in lines([0, 1, 2])
+    sources[1] = sources[2]  # another agent under seed 1's name: its record is stale
+    shutil.copyfile(sources[1], folder / "seed1.zip")
+    assert any(line.endswith("| stuck (for another file) |") for line in lines([1]))
+    assert f"**Not admitted by a current check, yet in the grid:** {env_id} seed 1." in lines([1])
+    with pytest.raises(AssertionError, match="checked again"):
+        make_agents.admit(rule, env_id, [0, 1, 2], make, expert)
+
+
+def test_the_standard_benchmarks_hopper_seeds_are_its_admitted_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """standard.yaml's Hopper-v5 seeds are the first candidates its shipped records judge stuck,
+    each record made for the shipped agent and expert, by the check that ADMISSION declares, over
+    the benchmark's own budget and number of evaluation episodes."""
+    make_agents = _make_agents(monkeypatch)
+    config = yaml.safe_load((AGENTS.parent / "standard.yaml").read_text())
+    task = {**config, **config["tasks"]["Hopper-v5"]}
+    rule = make_agents.ADMISSION["Hopper-v5"]
+    assert (rule.timesteps, rule.eval_episodes) == (task["refine_timesteps"], task["eval_episodes"])
+    monkeypatch.setattr(make_agents, "check_plateau", lambda *_: pytest.fail("a record does not hold"))
+    repo = AGENTS.parents[1]
+    admitted = make_agents.admit(rule, "Hopper-v5", list(range(rule.candidates)),
+                                 lambda seed: repo / config["agents"]["Hopper-v5"] / f"seed{seed}.zip",
+                                 repo / config["experts"]["Hopper-v5"])
+    assert task["seeds"] == admitted and len(admitted) == rule.admit

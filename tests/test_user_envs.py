@@ -94,6 +94,19 @@ def test_bench_runs_a_user_environment(tmp_path: Path, backend: list[str]) -> No
     assert len(rows) == 2 and all(",done," in row for row in rows)
 
 
+def test_a_worker_that_dies_fails_its_jobs_not_the_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A pool worker killed mid-job (a crash in native code, the memory killer) fails the jobs it
+    had not finished, with one line each; the bench ends with its usual summary, no traceback."""
+    config = {"name": "crash", "envs": ["corridor_env:CorridorCrash-v0"], "methods": ["ppo"], "seeds": [0, 1],
+              "pretrain_timesteps": 256, "refine_timesteps": 256, "eval_episodes": 2, "explain_episodes": 2}
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(config))
+    assert main(["bench", str(tmp_path / "bench.yaml"), "--out", str(tmp_path / "out"), "--workers", "2"]) == 1
+    out, err = capsys.readouterr()
+    assert out.count("a worker process died abruptly") == 2  # both agents' jobs; the runs then fail on their own
+    assert "4 of 4 jobs failed" in err and "Traceback" not in out + err
+    assert (tmp_path / "out" / files.RESULTS).exists()  # the report was still written
+
+
 @pytest.mark.parametrize("method", [m for m in ("ppo", "ultra-a", "ultra-r", "ultra-ra", "statemask-r", "random",
                                                 "oracle")])
 def test_every_method_refines_on_a_user_environment(corridor_agent: Path, tmp_path: Path, method: str) -> None:

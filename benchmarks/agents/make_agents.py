@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -47,13 +46,14 @@ from ultrarl.experts import EXPERT_MAKERS, EXPERT_SEED
 from ultrarl.evaluate.evaluation import evaluate_agent
 from ultrarl.pipeline import pretrain
 from ultrarl.plateau import check_plateau
-from ultrarl.run_dir import admission_record, pretrain_record, write_json, write_text_atomic
+from ultrarl.run_dir import admission_record, file_sha256, pretrain_record, write_json, write_text_atomic
 from ultrarl.settings import PlateauSettings, PretrainSettings
 
 HERE = Path(__file__).resolve().parent
-# Seeds 0-9 (0-4 on every task but MountainCar) are the benchmark's evaluation seeds; seeds
-# 100-102 (MountainCar, PongPoint) are tuning seeds: defaults are chosen on them, never on the
-# evaluation seeds.
+# Seeds 0-9 (0-4 on most tasks; Hopper-v5's admitted candidates, ADMISSION) are the benchmark's
+# evaluation seeds; seeds 100-102 (MountainCar, PongPoint) are tuning seeds: defaults are chosen
+# on them, never on the evaluation seeds. (``ultrarl plateau``'s training seeds are 100-102 too:
+# continued PPO there judges an agent, it tunes nothing.)
 TUNING_SEEDS = [100, 101, 102]
 # Hopper-v5's shipped agents: PPO until 4 evaluations in a row miss the best by 2% (at most 500k
 # steps), each judged alone, written as they stopped. PPO's evaluated return swings between
@@ -92,17 +92,19 @@ class Admission:
     candidates: int
     admit: int
     timesteps: int
-    check_seeds: str = "100,101,102"
+    check_seeds: str = PlateauSettings.model_fields["seeds"].default
     eval_seed: int = 500
     eval_episodes: int = 20
     stuck_fraction: float = 0.1
 
     def settings(self, env_id: str, agent: Path, expert: Path) -> PlateauSettings:
+        """``ultrarl plateau``'s settings for one candidate."""
         return PlateauSettings(env_id=env_id, agent=str(agent), expert=str(expert), timesteps=self.timesteps,
                                seeds=self.check_seeds, seed=self.eval_seed, eval_episodes=self.eval_episodes,
                                stuck_fraction=self.stuck_fraction)
 
     def command(self, env_id: str, agent: str, expert: str) -> str:
+        """The same check as a command, run from the candidates' folder."""
         return (f"ultrarl plateau {env_id} --agent {agent} --expert {expert} --timesteps {self.timesteps} "
                 f"--seeds {self.check_seeds} --seed {self.eval_seed} --eval-episodes {self.eval_episodes} "
                 f"--stuck-fraction {self.stuck_fraction}")
@@ -186,10 +188,6 @@ def make_expert(env_id: str, out: Path) -> PPO:
                     progress_bar=False)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def record(manifest_path: Path, key: str, entry: dict) -> dict:
     """Write ``entry`` into MANIFEST.json as it is on disk now, file by file, under a lock and
     atomically: two makers running side by side (one per core, ``--only``) keep each other's
@@ -223,7 +221,7 @@ def make_agent(env_id: str, options: dict[str, object], seed: int, *, manifest_p
     result = evaluate_agent(agent, env_id, 20, 10_000 + seed)
     record(manifest_path, key, {
         "command": pretrain_command(env_id, options, seed), "seed": seed, "versions": versions,
-        "sha256": sha256(out), "eval_mean_20": result.mean, "wall_s": wall})
+        "sha256": file_sha256(out), "eval_mean_20": result.mean, "wall_s": wall})
     print(f"{env_id} seed {seed}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
     return out
 
@@ -249,7 +247,7 @@ def make_or_record_expert(env_id: str, manifest_path: Path, versions: dict) -> P
         wall = making_time(on_disk, expert_key, False, start)
     result = evaluate_agent(expert, env_id, 20, 20_000)
     record(manifest_path, expert_key, {
-        "command": command, "seed": EXPERT_SEED, "versions": versions, "sha256": sha256(expert_out),
+        "command": command, "seed": EXPERT_SEED, "versions": versions, "sha256": file_sha256(expert_out),
         "eval_mean_20": result.mean, "wall_s": wall})
     print(f"expert {env_id}: {result.mean:.1f} ± {result.std:.1f}", flush=True)
     return expert_out
@@ -259,15 +257,17 @@ def admission_check(rule: Admission, env_id: str, agent: Path, expert: Path) -> 
     """Whether the candidate ``agent`` is stuck: its ``ultrarl plateau`` record beside it, made
     now unless it is there for this very file."""
     path = admission_record(agent)
-    digest = sha256(agent)
-    if path.exists() and json.loads(path.read_text()).get("agent_sha256") == digest:
-        return bool(json.loads(path.read_text())["stuck"])
+    expert_name = os.path.relpath(expert, agent.parent)  # the folder travels with its experts
+    made_for = {"agent_sha256": file_sha256(agent), "expert_sha256": file_sha256(expert),
+                "command": rule.command(env_id, agent.name, expert_name)}
+    if path.exists():
+        record = json.loads(path.read_text())
+        if all(record.get(key) == value for key, value in made_for.items()):
+            return bool(record["stuck"])
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as run_dir:
         result = check_plateau(rule.settings(env_id, agent, expert), Path(run_dir))
-    expert_name = os.path.relpath(expert, agent.parent)  # the folder travels with its experts
-    write_json(path, {**result, "agent": agent.name, "expert_path": expert_name, "agent_sha256": digest,
-                      "command": rule.command(env_id, agent.name, expert_name),
+    write_json(path, {**result, "agent": agent.name, "expert_path": expert_name, **made_for,
                       "torch_threads": torch.get_num_threads(), "wall_s": time.perf_counter() - start})
     return bool(result["stuck"])
 
@@ -287,7 +287,8 @@ def admit(rule: Admission, env_id: str, seeds: list[int], make: Callable[[int], 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default=None, help="one environment slug")
-    parser.add_argument("--seeds", default=None, help="comma-separated seeds of its task (default: all)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds of its task (default: all; "
+                                                     "with an admission rule, only checks them)")
     args = parser.parse_args()
     # One core per maker: two makers side by side do not contend, and a check trains as a bench job.
     torch.set_num_threads(1)
@@ -303,8 +304,13 @@ def main() -> None:
         if rule is None:
             for seed in chosen:
                 made(seed)
+        elif args.seeds is not None:  # a share of the candidates (two makers side by side): no admission yet
+            print(f"{env_id}: stuck among seeds {chosen}: {admit(rule, env_id, chosen, made, expert)}", flush=True)
         else:
             admitted = admit(rule, env_id, chosen, made, expert)
+            if len(admitted) < rule.admit:
+                raise SystemExit(f"{env_id}: only {len(admitted)} of {len(chosen)} candidates are stuck "
+                                 f"({admitted}); the task needs {rule.admit}")
             print(f"{env_id}: admitted seeds {admitted} (the task's seeds in the benchmark configs)", flush=True)
 
 

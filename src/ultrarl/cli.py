@@ -242,6 +242,16 @@ def _explain_or_refine(args: argparse.Namespace, settings: ExplainSettings) -> N
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS}
 
 
+def _names(value: str | None, flag: str) -> list[str] | None:
+    """A comma-separated list of names given to ``flag``, or None when the flag is absent."""
+    if value is None:
+        return None
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise UltraRLError(f"{flag} names nothing (give one or more names, comma-separated)")
+    return names
+
+
 def _bench(args: argparse.Namespace) -> int:
     from ultrarl.bench.grid import (GridRunner, JobResult, check_env_names, check_method_names, failed,
                                     load_bench_config, run_grid)
@@ -252,8 +262,7 @@ def _bench(args: argparse.Namespace) -> int:
         raise UltraRLError(f"--workers must be positive, got {args.workers}")
     config = load_bench_config(args.config)
     out = args.out or Path("runs") / f"bench-{config.name}"
-    only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
-    envs = [name.strip() for name in args.envs.split(",") if name.strip()] if args.envs else None
+    only, envs = _names(args.only, "--only"), _names(args.envs, "--envs")
     if only is not None:  # before any work
         check_method_names(config, only)
     if envs is not None:
@@ -270,8 +279,8 @@ def _bench(args: argparse.Namespace) -> int:
     console.print(f"report: {report} (and report.html, results.csv, estimates.json)")
     bad = failed(results)
     if bad:
-        print(f"ultrarl: {len(bad)} of {len(results)} jobs failed; see error.txt in their run directories; "
-              "run the same command again to retry them", file=sys.stderr)
+        print(f"ultrarl: {len(bad)} of {len(results)} jobs failed; see their lines above and error.txt in their "
+              "run directories; run the same command again to retry them", file=sys.stderr)
         return 1
     return 0
 

@@ -225,5 +225,9 @@ def bench_expert_path(bench_dir: Path, env_id: str) -> Path:
     return bench_dir / "experts" / f"{env_slug(env_id)}.zip"
 
 
+def bench_task_dir(bench_dir: Path, env_id: str) -> Path:
+    return bench_dir / "runs" / env_slug(env_id)
+
+
 def bench_run_dir(bench_dir: Path, env_id: str, method_name: str, seed: int) -> Path:
-    return bench_dir / "runs" / env_slug(env_id) / method_name / f"seed{seed}"
+    return bench_task_dir(bench_dir, env_id) / method_name / f"seed{seed}"

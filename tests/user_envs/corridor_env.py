@@ -6,11 +6,16 @@
 - ``CorridorState-v0``: the same with ``get_state``/``set_state`` (the snapshot protocol).
 - ``CorridorGlobalRng-v0``: slips with Python's global RNG, which no copy of the environment
   holds: restoring it does not replay, so it has no snapshots.
+- ``CorridorCrash-v0``: kills its own process on reset inside a worker process (as a crash in
+  native code would), never in the process that started the workers.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
+import signal
 from typing import Any
 
 import gymnasium as gym
@@ -57,7 +62,14 @@ class CorridorGlobalRng(Corridor):
         return random.random() < 0.2
 
 
+class CorridorCrash(Corridor):
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
+        if multiprocessing.parent_process() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().reset(seed=seed, options=options)
+
+
 for _id, _cls in (("Corridor-v0", Corridor), ("CorridorState-v0", CorridorWithState),
-                  ("CorridorGlobalRng-v0", CorridorGlobalRng)):
+                  ("CorridorGlobalRng-v0", CorridorGlobalRng), ("CorridorCrash-v0", CorridorCrash)):
     if _id not in gym.registry:
         gym.register(_id, entry_point=_cls, max_episode_steps=50)

@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -174,6 +175,12 @@ class JobResult:
     message: str = ""
     wall_time_s: float = 0.0
     after_mean: float | None = None
+
+
+# A worker process that dies (a crash in native code, the memory killer) takes the pool with it:
+# the jobs it had not finished fail with this line instead of the bench ending in a traceback;
+# finished runs stay, and a started one resumes from its checkpoint on the next command.
+WORKER_DIED = "a worker process died abruptly (a crash in native code, or out of memory); run the same command again"
 
 
 def agent_path(bench_dir: Path, config: BenchConfig, env_id: str, seed: int) -> Path:
@@ -370,9 +377,12 @@ class GridRunner:
         # spawn, not fork: torch and llama.cpp threads do not survive a fork reliably.
         with ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=_init_worker,
                                  initargs=(threads,)) as pool:
-            futures = [pool.submit(_execute, job) for job in jobs]
+            futures = {pool.submit(_execute, job): job for job in jobs}
             for i, future in enumerate(as_completed(futures), 1):
-                results.append(future.result())
+                try:
+                    results.append(future.result())
+                except BrokenProcessPool:  # a worker died: every job it had not finished fails, the rest stand
+                    results.append(JobResult(futures[future], "failed", WORKER_DIED))
                 self._report(results[-1], i, len(jobs))
         return results
 
@@ -440,7 +450,8 @@ def run_grid(config: BenchConfig, bench_dir: Path, runner: GridRunner, only: lis
         check_method_names(config, only)
         planned = planned.model_copy(update={"methods": [m for m in config.methods if m.name in only]})
     if envs is not None:
-        planned = planned.model_copy(update={"envs": [e for e in config.envs if e in check_env_names(config, envs)]})
+        check_env_names(config, envs)
+        planned = planned.model_copy(update={"envs": [e for e in config.envs if e in envs]})
     agents, experts, runs = plan_jobs(planned, bench_dir)
     # Agents and experts are independent of each other: one pool for both, then the runs.
     return runner.run([*agents, *experts]) + runner.run(runs)

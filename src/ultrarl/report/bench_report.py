@@ -47,7 +47,7 @@ class Pretraining:
     records: dict[str, dict[int, dict[str, Any]]]  # env -> seed -> record
     figures: list[Path]
     missing: list[str]  # shipped-agent folders not found from the current directory
-    admissions: dict[str, list[dict[str, Any]]]  # env -> every candidate's plateau check, in seed order
+    admissions: dict[str, dict[int, dict[str, Any]]]  # env -> seed -> every candidate's plateau check
     grid_seeds: dict[str, list[int]]  # env -> the grid's seeds
 
     def lines(self) -> list[str]:
@@ -69,21 +69,27 @@ class Pretraining:
         return out
 
     def admission_lines(self) -> list[str]:
+        """Every candidate's admission check (``ultrarl plateau``), and a line for each grid agent
+        without a current, stuck one."""
         if not self.admissions:
             return []
         out = ["", "## Admission: was each candidate agent stuck before the bench? (`ultrarl plateau`)", "",
                "Continued training for the refinement budget on training seeds and evaluation episodes of the "
-               "check's own; stuck when the gain's upper 95% bound is below the fraction of the gap to the "
-               "expert. Every candidate in the shipped folder is listed; the grid runs those marked.", "",
+               "check's own; stuck when the gain's upper 95% bound is below the threshold, a fraction of the gap "
+               "to the expert. Every candidate in the shipped folder is listed; the grid runs those marked.", "",
                "| env | seed | in grid | as it is | expert | continued training's gain [95% CI] | "
-               "bound (fraction of gap) | verdict |", "|---|---:|---|---:|---:|---:|---:|---|"]
+               "threshold (fraction × gap) | verdict |", "|---|---:|---|---:|---:|---:|---:|---|"]
+        unsupported = []
         for env, checks in self.admissions.items():
-            for c in checks:
-                seed = int(Path(c["agent"]).stem.removeprefix("seed"))
-                gain = c["gain"]
+            for seed, c in checks.items():
+                verdict = ("stuck" if c["stuck"] else "not stuck") + ("" if c["current"] else " (for another file)")
                 out.append(f"| {env} | {seed} | {'yes' if seed in self.grid_seeds.get(env, []) else ''} | "
-                           f"{c['before']:.1f} | {c['expert']:.1f} | {_fmt_diff(gain)} ({len(c['runs'])} seeds) | "
-                           f"{c['stuck_fraction'] * c['gap']:+.1f} | {'stuck' if c['stuck'] else 'not stuck'} |")
+                           f"{c['before']:.1f} | {c['expert']:.1f} | {_fmt_diff(c['gain'])} ({len(c['runs'])} seeds) | "
+                           f"{c['stuck_fraction'] * c['gap']:+.1f} | {verdict} |")
+            unsupported += [f"{env} seed {seed}" for seed in self.grid_seeds.get(env, [])
+                            if not (seed in checks and checks[seed]["stuck"] and checks[seed]["current"])]
+        if unsupported:
+            out += ["", f"**Not admitted by a current check, yet in the grid:** {', '.join(unsupported)}."]
         return out
 
 
@@ -119,26 +125,32 @@ def collect_rows(bench_dir: Path) -> tuple[dict[str, Any], list[RunRow]]:
     recorded = _recorded_rows(bench_dir / files.RESULTS)
     rows = []
     for env_id in config["envs"]:
+        ran_here = files.bench_task_dir(bench_dir, env_id).is_dir()
         for method in config["methods"]:
             for seed in task_config(config, env_id)["seeds"]:
                 row = _row(env_id, method, seed, files.bench_run_dir(bench_dir, env_id, method["name"], seed))
                 kept = recorded.get((env_id, method["name"], seed))
-                if row.status == "missing" and kept is not None and kept.kind == method["method"]:
+                if not ran_here and kept is not None and kept.kind == method["method"]:
                     row = replace(kept, run_dir=row.run_dir)
                 rows.append(row)
     return config, rows
 
 
 def _recorded_rows(path: Path) -> dict[tuple[str, str, int], RunRow]:
-    """The finished rows of an earlier ``results.csv`` (a bench whose tasks ran in parts or on
-    other machines, copied here without its run directories), by (env, method, seed)."""
+    """The finished rows of an earlier ``results.csv``, by (env, method, seed): a task that ran in
+    another bench directory or on another machine, whose run directories are not here (its rows
+    are kept only while no run of that task is here: a deleted run is a run to redo)."""
     if not path.exists():
         return {}
     with open(path, newline="") as f:
         return {(r["env"], r["method"], int(r["seed"])): RunRow(
-                    r["env"], r["method"], r["kind"], int(r["seed"]), "done", float(r["before"]), float(r["after"]),
-                    float(r["after_std"]), Path(), recorded=True)
+                    r["env"], r["method"], r["kind"], int(r["seed"]), "done", _number(r["before"]),
+                    _number(r["after"]), _number(r["after_std"]), Path(), recorded=True)
                 for r in csv.DictReader(f) if r["status"] == "done" and r["after"]}
+
+
+def _number(cell: str) -> float | None:
+    return float(cell) if cell else None
 
 
 def _row(env_id: str, method: dict[str, Any], seed: int, run_dir: Path) -> RunRow:
@@ -320,15 +332,27 @@ def pretraining_records(config: dict[str, Any], bench_dir: Path) -> tuple[dict[s
     return records, missing
 
 
-def admission_checks(config: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """env -> the admission check of every candidate agent in its shipped folder, in seed order."""
-    checks: dict[str, list[dict[str, Any]]] = {}
+def admission_checks(config: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
+    """env -> seed -> the admission check of every candidate agent in its shipped folder, in seed
+    order, each with ``current``: whether it was made for the zip beside it (its SHA-256)."""
+    checks: dict[str, dict[int, dict[str, Any]]] = {}
     for env_id, folder in (config.get("agents") or {}).items():
-        paths = sorted(Path(folder).glob(f"seed*{files.ADMISSION_SUFFIX}"),
-                       key=lambda p: int(p.name.removesuffix(files.ADMISSION_SUFFIX).removeprefix("seed")))
-        if env_id in config["envs"] and paths:
-            checks[env_id] = [json.loads(p.read_text()) for p in paths]
+        if env_id not in config["envs"]:
+            continue
+        found = {seed: path for path in Path(folder).glob(f"seed*{files.ADMISSION_SUFFIX}")
+                 if (seed := _seed_of(path.name.removesuffix(files.ADMISSION_SUFFIX))) is not None}
+        for seed in sorted(found):
+            check = json.loads(found[seed].read_text())
+            agent = Path(folder) / f"seed{seed}.zip"
+            check["current"] = agent.exists() and files.file_sha256(agent) == check.get("agent_sha256")
+            checks.setdefault(env_id, {})[seed] = check
     return checks
+
+
+def _seed_of(stem: str) -> int | None:
+    """The seed of a shipped agent's file stem (``seed12``), or None for any other name."""
+    digits = stem.removeprefix("seed")
+    return int(digits) if stem.startswith("seed") and digits.isdigit() else None
 
 
 def pretraining_curves(records: dict[str, dict[int, dict[str, Any]]], out_dir: Path) -> list[Path]:
@@ -488,8 +512,8 @@ def render_markdown(
     kept = [r for r in rows if r.recorded]
     if kept:
         lines += [f"{len(kept)} of {len(rows)} runs are reported from `{files.RESULTS}` without their run directories "
-                  f"(tasks: {', '.join(dict.fromkeys(r.env_id for r in kept))}): no learning curves or critical "
-                  "states from them.", ""]
+                  f"(tasks: {', '.join(dict.fromkeys(r.env_id for r in kept))}: they ran elsewhere): their rows are "
+                  "kept as they were, unchecked against bench.yaml, with no learning curves or critical states.", ""]
     lines += ["## Final true return (mean ± std over seeds)", "", "| env | method | runs | mean | std |",
               "|---|---|---:|---:|---:|"]
     lines += [f"| {t['env']} | {t['method']} | {t['runs']} | {t['mean']:.1f} | {t['std']:.1f} |" for t in table]
