@@ -340,16 +340,20 @@ def test_supervised_phase_without_gradient_moves_nothing() -> None:
         assert th.equal(value, ppo_optimizer[key]), key
 
 
-def test_guided_ppo_whose_advice_never_applies_trains_exactly_as_ppo() -> None:
+@pytest.mark.parametrize("time_limit", [None, 8], ids=["episodes-end", "time-limit-truncations"])
+def test_guided_ppo_whose_advice_never_applies_trains_exactly_as_ppo(time_limit: int | None) -> None:
     """ULTRA with a table that never matches (and no supervised term at the table's own states)
-    is continued PPO, weight for weight: the rollout loop, the buffer and the updates are SB3's."""
+    is continued PPO, weight for weight: the rollout loop, the buffer and the updates are SB3's,
+    down to the float32 arithmetic of the bootstrap at a time-limit truncation."""
+    import gymnasium as gym
     from stable_baselines3 import PPO
 
     table = _table("CartPole-v1", np.array(1, dtype=np.int64), radius=1e-9)
     table.observations = table.observations + 100.0
     weights = []
     for guided in (False, True):
-        env = make_vec_env("CartPole-v1", n_envs=2, seed=0)
+        env = make_vec_env("CartPole-v1", n_envs=2, seed=0, wrapper=None if time_limit is None else (
+            lambda env, rank: gym.wrappers.TimeLimit(env, time_limit)))
         kwargs = dict(n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu")
         if guided:
             modulation = Modulation(table, True, True, ModulationSettings(bc_weight=0.0))

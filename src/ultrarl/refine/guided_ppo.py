@@ -182,7 +182,9 @@ class GuidedPPO(PPO):
                 terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
                 with th.no_grad():
                     terminal_value = self.policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
-                train_rewards[idx] += self.gamma * float(terminal_value.item())
+                # SB3's own expression: float32 throughout, so that advice that never applies trains
+                # bit for bit as PPO (in float64, ~1 bootstrap in 10 rounds differently).
+                train_rewards[idx] += self.gamma * terminal_value
         return train_rewards
 
     def _log_modulation(self) -> None:
