@@ -85,7 +85,10 @@ def test_pong_actions_that_act_alike_are_one_action_to_the_oracle_and_its_rating
 
 
 def test_the_mountaincar_expert_is_made_again_weight_for_weight(tmp_path: Path) -> None:
-    """The demo fits its expert on every fresh run directory: it must be the shipped one."""
+    """The demo fits its expert on every fresh run directory: it must be the shipped one, bit for
+    bit on the kind of CPU that made the shipped file; on another, the fit's float kernels round
+    differently (weights 1e-4 apart on an Intel Xeon with AVX-512, against the AMD EPYC's file),
+    far below what another recipe, seed or target would change."""
     import torch as th
 
     from ultrarl.experts import pumping_expert
@@ -93,4 +96,4 @@ def test_the_mountaincar_expert_is_made_again_weight_for_weight(tmp_path: Path) 
     pumping_expert(tmp_path / "expert.zip")
     made = PPO.load(tmp_path / "expert.zip", device="cpu").policy.state_dict()
     shipped = PPO.load(AGENTS / "experts" / "MountainCarContinuous-v0.zip", device="cpu").policy.state_dict()
-    assert made.keys() == shipped.keys() and all(th.equal(made[k], shipped[k]) for k in made)
+    assert made.keys() == shipped.keys() and all(th.allclose(made[k], shipped[k], rtol=0, atol=1e-3) for k in made)

@@ -500,11 +500,9 @@ def _grid_lines(config: dict[str, Any]) -> list[str]:
             *(f"- {env_id}: {grid(task_config(config, env_id), [env_id])}." for env_id in config["envs"])]
 
 
-def render_markdown(
-    config: dict[str, Any], rows: list[RunRow], table: list[dict[str, Any]], estimates: dict[str, Any],
-    curves: list[Path], sample: list[dict[str, Any]], pretraining: Pretraining,
-) -> str:
-    lines = [f"# ultrarl bench: {config['name']}", "", *_grid_lines(config), ""]
+def _run_status_lines(rows: list[RunRow]) -> list[str]:
+    """The runs that did not finish, and those reported from results.csv without their directories."""
+    lines = []
     failures = [r for r in rows if r.status != "done"]
     if failures:
         lines += [f"**{len(failures)} of {len(rows)} runs did not finish:** "
@@ -514,6 +512,14 @@ def render_markdown(
         lines += [f"{len(kept)} of {len(rows)} runs are reported from `{files.RESULTS}` without their run directories "
                   f"(tasks: {', '.join(dict.fromkeys(r.env_id for r in kept))}: they ran elsewhere): their rows are "
                   "kept as they were, unchecked against bench.yaml, with no learning curves or critical states.", ""]
+    return lines
+
+
+def render_markdown(
+    config: dict[str, Any], rows: list[RunRow], table: list[dict[str, Any]], estimates: dict[str, Any],
+    curves: list[Path], sample: list[dict[str, Any]], pretraining: Pretraining,
+) -> str:
+    lines = [f"# ultrarl bench: {config['name']}", "", *_grid_lines(config), "", *_run_status_lines(rows)]
     lines += ["## Final true return (mean ± std over seeds)", "", "| env | method | runs | mean | std |",
               "|---|---|---:|---:|---:|"]
     lines += [f"| {t['env']} | {t['method']} | {t['runs']} | {t['mean']:.1f} | {t['std']:.1f} |" for t in table]
