@@ -11,17 +11,18 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= 2
 # own (-march=native): a CPU that advertises AMX inside a VM that does not enable it dies in
 # ggml's AMX kernel (SIGSEGV at ldtilecfg, seen on a Xeon with AMX), and every x86-64 machine
 # then runs the same kernels. Built without pip's cache, which would otherwise hand back a wheel
-# built for another CPU.
+# built for another CPU, and again over a venv made before (so an existing native build goes).
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF
 
 .PHONY: install demo test test-slow clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch first: nothing later may pull a CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir "llama-cpp-python>=0.3.7"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --quiet --no-cache-dir --force-reinstall --no-deps \
+	  "llama-cpp-python>=0.3.7"
 	$(BIN)/pip install --quiet -e ".[local,server,atari,ray,dev]"
 	touch $(STAMP)
 

@@ -84,7 +84,7 @@ def test_pong_actions_that_act_alike_are_one_action_to_the_oracle_and_its_rating
     assert ranked_steps(np.array([0.2, 0.9, 0.5]), False, seed=0).tolist() == [1, 2, 0]
 
 
-def test_the_mountaincar_expert_is_made_again_weight_for_weight(tmp_path: Path) -> None:
+def test_the_mountaincar_expert_is_made_again_to_float_precision(tmp_path: Path) -> None:
     """The demo fits its expert on every fresh run directory: it must be the shipped one, bit for
     bit on the kind of CPU that made the shipped file; on another, the fit's float kernels round
     differently (weights 1e-4 apart on an Intel Xeon with AVX-512, against the AMD EPYC's file),

@@ -182,8 +182,8 @@ class GuidedPPO(PPO):
                 terminal_obs = self.policy.obs_to_tensor(infos[idx]["terminal_observation"])[0]
                 with th.no_grad():
                     terminal_value = self.policy.predict_values(terminal_obs)[0]  # type: ignore[arg-type]
-                # SB3's own expression: float32 throughout, so that advice that never applies trains
-                # bit for bit as PPO (in float64, ~1 bootstrap in 10 rounds differently).
+                # SB3's own expression, γ·V in float32, so that advice that never applies trains bit
+                # for bit as PPO (γ·V in float64, rounded once, differs in ~1 bootstrap in 10).
                 train_rewards[idx] += self.gamma * terminal_value
         return train_rewards
 
