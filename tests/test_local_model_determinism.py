@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from ultrarl.llm.local_backend import LocalLlamaBackend
 from ultrarl.pipeline import preview_prompts
 from ultrarl.settings import ExplainSettings
@@ -24,6 +26,9 @@ def test_answers_do_not_depend_on_the_prompt_thread_count() -> None:
     assert answers[0] == answers[1] and answers[0]
 
 
+# The longest test of the default suite (78 s warm, more from a fresh clone), for an option that is
+# off by default: behind the slow marker, so the default run stays under 15 minutes on 2 cores.
+@pytest.mark.slow
 def test_the_shared_prefix_cache_gives_each_prompt_one_answer_whatever_was_asked_before() -> None:
     """With ``prefix_cache`` the model keeps the evaluated system prompt and environment context
     and reads only each episode: an answer must still depend on its own prompt alone (not on the
