@@ -46,7 +46,8 @@ from ultrarl.experts import EXPERT_MAKERS, EXPERT_SEED
 from ultrarl.evaluate.evaluation import evaluate_agent
 from ultrarl.pipeline import pretrain
 from ultrarl.plateau import check_plateau
-from ultrarl.run_dir import admission_record, file_sha256, pretrain_record, write_json, write_text_atomic
+from ultrarl.run_dir import (admission_record, env_slug, file_sha256, pretrain_record, write_json,
+                             write_text_atomic)
 from ultrarl.settings import PlateauSettings, PretrainSettings
 
 HERE = Path(__file__).resolve().parent
@@ -207,7 +208,7 @@ def read_manifest(manifest_path: Path) -> dict:
 def make_agent(env_id: str, options: dict[str, object], seed: int, *, manifest_path: Path, versions: dict) -> Path:
     """Train the agent of ``seed`` unless it is on disk, evaluate it on the benchmark's episodes and
     record it in MANIFEST.json."""
-    slug = env_id.replace("/", "_")
+    slug = env_slug(env_id)
     out = HERE / slug / f"seed{seed}.zip"
     key = f"{slug}/seed{seed}.zip"
     start = time.perf_counter()
@@ -228,7 +229,7 @@ def make_agent(env_id: str, options: dict[str, object], seed: int, *, manifest_p
 
 def make_or_record_expert(env_id: str, manifest_path: Path, versions: dict) -> Path:
     """The task's expert: kept if on disk, else copied from its twin or made; evaluated and recorded."""
-    slug = env_id.replace("/", "_")
+    slug = env_slug(env_id)
     expert_out = HERE / "experts" / f"{slug}.zip"
     expert_out.parent.mkdir(parents=True, exist_ok=True)
     expert_key = f"experts/{slug}.zip"
@@ -295,7 +296,7 @@ def main() -> None:
     manifest_path = HERE / "MANIFEST.json"
     versions = {p: version(p) for p in ("stable-baselines3", "gymnasium", "torch", "mujoco")}
     for env_id, (options, seeds) in PRETRAIN.items():
-        if args.only and args.only != env_id.replace("/", "_"):
+        if args.only and args.only != env_slug(env_id):
             continue
         expert = make_or_record_expert(env_id, manifest_path, versions)
         chosen = [seed for seed in seeds if args.seeds is None or str(seed) in args.seeds.split(",")]

@@ -132,19 +132,18 @@ def load_bench_config(path: Path) -> BenchConfig:
 
 def check_env_names(config: BenchConfig, names: list[str]) -> list[str]:
     """``ultrarl bench --envs``: the named environments must be the config's tasks."""
-    unknown = [n for n in names if n not in config.envs]
-    if unknown:
-        raise UltraRLError(f"--envs names environments the bench config does not have: {', '.join(unknown)} "
-                           f"(it has: {', '.join(config.envs)})")
-    return names
+    return _known_names(names, config.envs, "--envs", "environments")
 
 
 def check_method_names(config: BenchConfig, names: list[str]) -> list[str]:
     """``ultrarl bench --only``: the named methods must be the config's."""
-    known = [m.name for m in config.methods]
+    return _known_names(names, [m.name for m in config.methods], "--only", "methods")
+
+
+def _known_names(names: list[str], known: list[str], flag: str, what: str) -> list[str]:
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise UltraRLError(f"--only names methods the bench config does not have: {', '.join(unknown)} "
+        raise UltraRLError(f"{flag} names {what} the bench config does not have: {', '.join(unknown)} "
                            f"(it has: {', '.join(known)})")
     return names
 
