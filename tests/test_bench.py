@@ -137,6 +137,41 @@ def test_tasks_run_in_parts_report_together(tmp_path: Path, capsys) -> None:  # 
         assert code == 2 and line in err and len(err.strip().splitlines()) == 1
 
 
+def test_evaluations_during_refinement_give_a_second_score(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """With ``eval_every``, each refining run evaluates the policy during refinement; results.csv
+    holds the mean of its last 3 evaluations beside the final iterate's return, and the report a
+    second paired table on it. A results.csv from before that column still reads."""
+    config = {**TINY, "methods": ["none", "ppo", "random"], "refine_timesteps": 3 * 2048,
+              "settings": {"eval_every": 2048}}
+    code, _, err = _bench(tmp_path, config, capsys, "--workers", "2")
+    assert code == 0, err
+    bench = tmp_path / "out"
+    rows = _results(bench)
+    assert rows[("CartPole-v1", "none")]["after_last"] == ""  # nothing refined, nothing evaluated during it
+    for seed in (0, 1):
+        with open(bench / f"runs/CartPole-v1/random/seed{seed}/evaluations.csv") as f:
+            means = [float(r["mean_return"]) for r in csv.DictReader(f)]
+        assert len(means) == 3
+        with open(bench / "results.csv") as f:
+            row = next(r for r in csv.DictReader(f) if r["method"] == "random" and r["seed"] == str(seed))
+        assert float(row["after_last"]) == pytest.approx(np.mean(means)) and float(row["after"]) == means[-1]
+    report = (bench / "report.md").read_text()
+    assert "## Paired difference to continued PPO (same seed): final-iterate return" in report
+    assert "## Paired difference to continued PPO (same seed): mean of the last 3 evaluations" in report
+    # An older results.csv (no after_last column) for a task that ran elsewhere: its rows still read.
+    results_csv = bench / "results.csv"
+    with open(results_csv) as f:
+        old_rows = [{k: v for k, v in r.items() if k != "after_last"} for r in csv.DictReader(f)]
+    with open(results_csv, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(old_rows[0]))
+        writer.writeheader()
+        writer.writerows(old_rows)
+    shutil.rmtree(bench / "runs")
+    assert main(["report", str(bench)]) == 0
+    report = (bench / "report.md").read_text()
+    assert "final-iterate return" in report and "mean of the last 3 evaluations" not in report
+
+
 def _results(bench: Path) -> dict[tuple[str, str], dict[str, str]]:
     with open(bench / "results.csv") as f:
         return {(r["env"], r["method"]): r for r in csv.DictReader(f)}

@@ -180,18 +180,21 @@ def test_admission_takes_the_first_stuck_candidates_in_seed_order(tmp_path: Path
         make_agents.admit(rule, env_id, [0, 1, 2], make, expert)
 
 
-def test_the_standard_benchmarks_hopper_seeds_are_its_admitted_candidates(monkeypatch: pytest.MonkeyPatch) -> None:
-    """standard.yaml's Hopper-v5 seeds are the first candidates its shipped records judge stuck,
-    each record made for the shipped agent and expert, by the check that ADMISSION declares, over
-    the benchmark's own budget and number of evaluation episodes."""
+STANDARD = yaml.safe_load((AGENTS.parent / "standard.yaml").read_text())
+
+
+@pytest.mark.parametrize("env_id", STANDARD["envs"])
+def test_the_standard_benchmarks_seeds_are_its_admitted_candidates(env_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each task's seeds in standard.yaml are the first candidates its shipped records judge
+    stuck, each record made for the shipped agent and expert, by the check that ADMISSION
+    declares, over the benchmark's own budget and number of evaluation episodes."""
     make_agents = _make_agents(monkeypatch)
-    config = yaml.safe_load((AGENTS.parent / "standard.yaml").read_text())
-    task = {**config, **config["tasks"]["Hopper-v5"]}
-    rule = make_agents.ADMISSION["Hopper-v5"]
+    task = {**STANDARD, **STANDARD["tasks"].get(env_id, {})}
+    rule = make_agents.ADMISSION[env_id]
     assert (rule.timesteps, rule.eval_episodes) == (task["refine_timesteps"], task["eval_episodes"])
     monkeypatch.setattr(make_agents, "check_plateau", lambda *_: pytest.fail("a record does not hold"))
     repo = AGENTS.parents[1]
-    admitted = make_agents.admit(rule, "Hopper-v5", list(range(rule.candidates)),
-                                 lambda seed: repo / config["agents"]["Hopper-v5"] / f"seed{seed}.zip",
-                                 repo / config["experts"]["Hopper-v5"])
+    admitted = make_agents.admit(rule, env_id, list(range(rule.candidates)),
+                                 lambda seed: repo / STANDARD["agents"][env_id] / f"seed{seed}.zip",
+                                 repo / STANDARD["experts"][env_id])
     assert task["seeds"] == admitted and len(admitted) == rule.admit

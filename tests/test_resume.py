@@ -120,7 +120,8 @@ def hopper_agents(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 def _hopper_cmd(agent: Path, expert: Path, method: str, run_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ultrarl", "refine", "Hopper-v5", "--agent", str(agent), "--method", method,
             "--expert", str(expert), "--timesteps", str(3 * 2048), "--checkpoint-every", "2048", "--episodes", "2",
-            "--eval-episodes", "3", "--mask-timesteps", "2048", "--seed", "3", "--run-dir", str(run_dir), *extra]
+            "--eval-episodes", "3", "--mask-timesteps", "2048", "--seed", "3", "--eval-every", "2048",
+            "--run-dir", str(run_dir), *extra]
 
 
 @pytest.mark.parametrize("method", ["rice", "oracle"])  # resets + RND; live advisor, guided segments, supervised term
@@ -157,3 +158,22 @@ def test_sigkill_and_resume_ends_with_the_uninterrupted_runs_weights(
     assert (run_dir / "eval.json").read_text() == (tmp_path / "straight" / "eval.json").read_text()
     with open(run_dir / "episodes.csv") as f, open(tmp_path / "straight" / "episodes.csv") as g:
         assert f.read() == g.read()  # the learning curve too: the episode in progress at the kill included
+    # The evaluations during refinement too: those before the kill come from the checkpoint.
+    evaluations = (run_dir / "evaluations.csv").read_text()
+    assert evaluations == (tmp_path / "straight" / "evaluations.csv").read_text()
+    with open(run_dir / "evaluations.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["timestep"]) for r in rows] == [2048, 4096, 6144]
+    final = json.loads((run_dir / "eval.json").read_text())["after"]
+    assert float(rows[-1]["mean_return"]) == pytest.approx(final["mean"])  # the last one is the final evaluation
+
+    # Evaluating during refinement changes nothing in training: without it, the same weights.
+    command = _hopper_cmd(agent, expert, method, tmp_path / "plain")
+    flag = command.index("--eval-every")
+    plain = subprocess.run(command[:flag] + command[flag + 2:], env=env, capture_output=True, text=True, timeout=400)
+    assert plain.returncode == 0, plain.stderr
+    assert not (tmp_path / "plain" / "evaluations.csv").exists()
+    unevaluated = PPO.load(tmp_path / "plain" / "model.zip").policy.state_dict()
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, unevaluated[name]), f"{method}: evaluations changed parameter {name}"
+    assert (tmp_path / "plain" / "eval.json").read_text() == (tmp_path / "straight" / "eval.json").read_text()

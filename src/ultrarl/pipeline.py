@@ -156,14 +156,14 @@ def refine_agent(
     for name in LLM_METRICS:  # the LLM's cost goes to the run's metrics too
         refiner.model.logger.record(f"llm/{name}", found.usage.get(name, 0))
     start = time.perf_counter()
-    refiner, states, episodes = _train_rounds(settings, method, refiner, found, run_dir, progress_bar)
+    refiner, states, episodes, evaluations = _train_rounds(settings, method, refiner, found, run_dir, progress_bar)
     wall = time.perf_counter() - start
     refiner.save(run_dir / files.MODEL)
     merge_progress_segments(run_dir)
     after = evaluate(refiner.agent, settings)
     outcome = RefineOutcome(refiner, before, after, states, found.usage, refiner.modulation_totals, wall,
                             (settings.timesteps - refiner.resumed_from) / wall if wall > 0 else 0.0)
-    _write_refinement(settings, method, run_dir, outcome, episodes)
+    _write_refinement(settings, method, run_dir, outcome, episodes, evaluations)
     return outcome
 
 
@@ -212,10 +212,11 @@ def _refiner(
 def _train_rounds(
     settings: RefineSettings, method: Method, refiner: Refiner, found: Identification, run_dir: Path,
     progress_bar: bool,
-) -> tuple[Refiner, list[CriticalState], list[tuple[int, float, int]]]:
-    """Refine for the budget; with rounds, identify again on the refined agent before each round."""
+) -> tuple[Refiner, list[CriticalState], list[tuple[int, float, int]], list[tuple[int, float, float]]]:
+    """Refine for the budget; with rounds, identify again on the refined agent before each round.
+    Returns the refiner, the critical states, and the learning curve and evaluations of every round."""
     budgets = round_budgets(settings.timesteps, settings.rounds)
-    states, episodes = list(found.states), []
+    states, episodes, evaluations = list(found.states), [], []
     for index, budget in enumerate(budgets):
         if index > 0:
             round_dir = run_dir / files.ROUNDS / str(index)
@@ -227,10 +228,16 @@ def _train_rounds(
         console.print(f"refining with {method.label} for {budget - refiner.resumed_from} steps"
                       + (f" (round {index + 1} of {len(budgets)})" if len(budgets) > 1 else "") + " ...")
         refiner.refine(budget, progress_bar=progress_bar, checkpoint_dir=run_dir if len(budgets) == 1 else None,
-                       checkpoint_every=settings.checkpoint_every)
+                       checkpoint_every=settings.checkpoint_every, evaluate_every=settings.eval_every,
+                       evaluate=lambda agent: _mean_std(evaluate(agent, settings)))
         offset = sum(budgets[:index])  # each round's step counter starts at 0
         episodes += [(step + offset, ret, length) for step, ret, length in refiner.true_returns.episodes]
-    return refiner, states, episodes
+        evaluations += [(step + offset, mean, std) for step, mean, std in refiner.evaluations]
+    return refiner, states, episodes, evaluations
+
+
+def _mean_std(result: EvalResult) -> tuple[float, float]:
+    return result.mean, result.std
 
 
 def round_budgets(total: int, rounds: int) -> list[int]:
@@ -240,7 +247,7 @@ def round_budgets(total: int, rounds: int) -> list[int]:
 
 def _write_refinement(
     settings: RefineSettings, method: Method, run_dir: Path, outcome: RefineOutcome,
-    episodes: list[tuple[int, float, int]],
+    episodes: list[tuple[int, float, int]], evaluations: list[tuple[int, float, float]],
 ) -> None:
     modulation = outcome.modulation
     if method.guided and modulation["matched"] == 0:
@@ -260,6 +267,10 @@ def _write_refinement(
     })
     files.write_csv(run_dir / files.EPISODES, [list(e) for e in episodes],
                     ["timestep", "episodic_return", "episode_length"])
+    if evaluations:
+        files.write_csv(run_dir / files.EVALUATIONS, [list(e) for e in evaluations], list(files.EVALUATION_FIELDS))
+    else:  # an earlier run's in this directory would pass for this one's
+        (run_dir / files.EVALUATIONS).unlink(missing_ok=True)
     write_run_report(run_dir, refine_report_title(method.label, settings.env_id))
     # config.yaml last: it marks a finished run (a directory holding one is not reused by accident).
     files.write_text_atomic(run_dir / files.CONFIG, settings_to_yaml(settings))

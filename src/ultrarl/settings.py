@@ -95,6 +95,9 @@ class RefineSettings(IdentifySettings):
                                                 "random, oracle (an upper bound)")
     timesteps: int = Field(50_000, gt=0, description="refinement budget (environment steps)")
     checkpoint_every: int = Field(10_000, ge=0, description="steps between checkpoints (0: none)")
+    eval_every: int = Field(0, ge=0, description="steps between evaluations during refinement, on the final "
+                                                 "evaluation's episodes, after the update that passes each "
+                                                 "multiple, and at the end (evaluations.csv; 0: none)")
     reset_prob: float | None = Field(
         None, ge=0, le=1, description="p, probability that an episode starts at a critical state "
                                       "(unset: the method's default)"

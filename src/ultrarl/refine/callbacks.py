@@ -3,6 +3,8 @@ has reached a plateau."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from stable_baselines3.common.callbacks import BaseCallback
 
 
@@ -29,6 +31,49 @@ class TrueReturnLogger(BaseCallback):
     def _on_rollout_end(self) -> None:
         if self._rollout_returns:
             self.logger.record("charts/episodic_return", sum(self._rollout_returns) / len(self._rollout_returns))
+
+
+class PeriodicEvaluation(BaseCallback):
+    """Evaluates the policy once ``every`` more steps have been collected and trained on, and at
+    the end of training, appending (timestep, mean, std) to ``evaluations``. Like the checkpoints,
+    it runs at the start of a rollout, after the update on the previous one (an evaluation at the
+    end of a rollout would judge weights that have not learnt from its steps), so with PPO an
+    evaluation falls on the first rollout boundary at or past each multiple of ``every``, and the
+    last one is the final policy's. ``evaluate`` must act deterministically in environments of its
+    own, so that training goes on exactly as it would without it.
+
+    :param every: steps between evaluations
+    :param evaluate: the policy's (mean, std) of the true return, on the same episodes each time
+    :param evaluations: where the results go (kept by the caller across resumes)
+    """
+
+    def __init__(self, every: int, evaluate: Callable[[], tuple[float, float]],
+                 evaluations: list[tuple[int, float, float]]) -> None:
+        super().__init__()
+        self.every = every
+        self.evaluate = evaluate
+        self.evaluations = evaluations
+        self.next_at = every
+
+    def _on_training_start(self) -> None:
+        self.next_at = (self.num_timesteps // self.every + 1) * self.every  # a resumed run's next multiple
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if self.num_timesteps >= self.next_at:
+            self._evaluate()
+
+    def _on_training_end(self) -> None:
+        if not self.evaluations or self.evaluations[-1][0] < self.num_timesteps:
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        mean, std = self.evaluate()
+        self.evaluations.append((self.num_timesteps, mean, std))
+        self.logger.record("eval/mean_return", mean)
+        self.next_at = (self.num_timesteps // self.every + 1) * self.every
 
 
 class ExplorationLogger(BaseCallback):

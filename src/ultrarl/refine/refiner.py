@@ -13,6 +13,7 @@ import json
 import pickle
 import zipfile
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -35,7 +36,7 @@ from ultrarl.refine.agent_files import (
     load_normalization,
     locate_agent,
 )
-from ultrarl.refine.callbacks import ExplorationLogger, TrueReturnLogger
+from ultrarl.refine.callbacks import ExplorationLogger, PeriodicEvaluation, TrueReturnLogger
 from ultrarl.refine.checkpoint import Checkpoint, PeriodicCheckpoint
 from ultrarl.refine.exploration import CriticalStateResets, RNDBonus
 from ultrarl.refine.guided_off_policy import GuidedDQN, GuidedSAC, GuidedTD3
@@ -165,6 +166,7 @@ class Refiner:
         self.model = self._continue(agent)
         self.model.set_random_seed(seed)
         self.true_returns = TrueReturnLogger()
+        self.evaluations: list[tuple[int, float, float]] = []  # (timestep, mean, std) of refine(evaluate=...)
         self.resumed_from = 0  # steps already done by the checkpoint this refiner continues
         self.exact_resume: bool | None = None  # resumed with the checkpoint's training state (None: not resumed)
         self._restore: RestoreTrainingState | None = None
@@ -201,9 +203,12 @@ class Refiner:
         callback: BaseCallback | None = None,
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 0,
+        evaluate: Callable[[BaseAlgorithm | NormalizedAgent], tuple[float, float]] | None = None,
+        evaluate_every: int = 0,
     ) -> "Refiner":
         """Train until ``total_timesteps`` refinement steps are done (counting resumed ones);
-        with ``checkpoint_dir``, write a checkpoint every ``checkpoint_every`` steps."""
+        with ``checkpoint_dir``, write a checkpoint every ``checkpoint_every`` steps; with
+        ``evaluate``, evaluate the policy every ``evaluate_every`` steps (``self.evaluations``)."""
         if total_timesteps <= 0:
             raise UltraRLError(f"total_timesteps must be positive, got {total_timesteps}")
         remaining = total_timesteps - self.resumed_from
@@ -213,6 +218,8 @@ class Refiner:
         if self._restore is not None:  # first: the others start from the restored state
             callbacks.insert(0, self._restore)
             self._restore = None
+        if evaluate is not None and evaluate_every > 0:  # before the checkpoint, which then holds it
+            callbacks.append(PeriodicEvaluation(evaluate_every, lambda: evaluate(self.agent), self.evaluations))
         if checkpoint_dir is not None and checkpoint_every > 0:
             callbacks.append(PeriodicCheckpoint(Path(checkpoint_dir), checkpoint_every, self.checkpoint_state,
                                                 self.training_state))
@@ -228,7 +235,8 @@ class Refiner:
 
     def checkpoint_state(self) -> dict[str, Any]:
         """What a checkpoint needs beyond the SB3 zip."""
-        state: dict[str, Any] = {"episodes": self.true_returns.episodes, "method": self.method.name}
+        state: dict[str, Any] = {"episodes": self.true_returns.episodes, "evaluations": self.evaluations,
+                                 "method": self.method.name}
         if self.modulation is not None:
             state["modulation"] = self.modulation.state()
         if self.rnd is not None:
@@ -253,6 +261,7 @@ class Refiner:
         self.resumed_from = checkpoint.timesteps
         self.model.num_timesteps = checkpoint.timesteps
         self.true_returns.episodes = [tuple(e) for e in checkpoint.state.get("episodes", [])]  # type: ignore[misc]
+        self.evaluations[:] = [tuple(e) for e in checkpoint.state.get("evaluations", [])]  # type: ignore[misc]
         if self.modulation is not None and "modulation" in checkpoint.state:
             self.modulation.load_state(checkpoint.state["modulation"])
         if self.rnd is not None and "rnd" in checkpoint.state:

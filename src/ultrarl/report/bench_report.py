@@ -105,9 +105,16 @@ class RunRow:
     after_std: float | None
     run_dir: Path
     recorded: bool = False  # kept from results.csv: its run directory is not here
+    after_last: float | None = None  # mean of the last LAST_EVALUATIONS evaluations during refinement
 
 
-RESULTS_FIELDS = ["env", "method", "kind", "seed", "status", "before", "after", "after_std"]
+# The other score a bench reports beside the final iterate's: the mean of the last few of the
+# evaluations a run made during refinement (``eval_every``), less sensitive to where the last
+# update happened to leave the policy.
+LAST_EVALUATIONS = 3
+
+
+RESULTS_FIELDS = ["env", "method", "kind", "seed", "status", "before", "after", "after_std", "after_last"]
 
 
 def task_config(config: dict[str, Any], env_id: str) -> dict[str, Any]:
@@ -145,7 +152,8 @@ def _recorded_rows(path: Path) -> dict[tuple[str, str, int], RunRow]:
     with open(path, newline="") as f:
         return {(r["env"], r["method"], int(r["seed"])): RunRow(
                     r["env"], r["method"], r["kind"], int(r["seed"]), "done", _number(r["before"]),
-                    _number(r["after"]), _number(r["after_std"]), Path(), recorded=True)
+                    _number(r["after"]), _number(r["after_std"]), Path(), recorded=True,
+                    after_last=_number(r.get("after_last") or ""))
                 for r in csv.DictReader(f) if r["status"] == "done" and r["after"]}
 
 
@@ -161,7 +169,19 @@ def _row(env_id: str, method: dict[str, Any], seed: int, run_dir: Path) -> RunRo
     if finished and eval_path.exists():
         data = json.loads(eval_path.read_text())
         before, after, after_std = data["before"]["mean"], data["after"]["mean"], data["after"]["std"]
-    return RunRow(env_id, method["name"], method["method"], seed, status, before, after, after_std, run_dir)
+    last = _last_evaluations(run_dir / files.EVALUATIONS) if finished else None
+    return RunRow(env_id, method["name"], method["method"], seed, status, before, after, after_std, run_dir,
+                  after_last=last)
+
+
+def _last_evaluations(path: Path) -> float | None:
+    """The mean of the last ``LAST_EVALUATIONS`` evaluated returns of a run's ``evaluations.csv``
+    (of all of them where it holds fewer; None without one)."""
+    if not path.exists():
+        return None
+    with open(path, newline="") as f:
+        means = [float(r["mean_return"]) for r in csv.DictReader(f)]
+    return float(np.mean(means[-LAST_EVALUATIONS:])) if means else None
 
 
 def _scores(rows: list[RunRow], env_id: str, method: str) -> np.ndarray:
@@ -421,9 +441,11 @@ def write_bench_report(bench_dir: Path) -> Path:
     curves += [profile] if profile is not None else []
     sample = critical_state_sample(rows)
     files.write_csv(bench_dir / files.RESULTS,
-                    [[r.env_id, r.method, r.kind, r.seed, r.status, r.before, r.after, r.after_std] for r in rows],
+                    [[r.env_id, r.method, r.kind, r.seed, r.status, r.before, r.after, r.after_std, r.after_last]
+                     for r in rows],
                     RESULTS_FIELDS)
     estimates["paired_difference_to_ppo"] = paired_differences(config, rows)
+    estimates["paired_difference_to_ppo_last_evaluations"] = paired_differences(config, rows, last_evaluations=True)
     files.write_json(bench_dir / files.ESTIMATES, estimates)
     _rewrite_run_reports(bench_dir, rows)
     grid_seeds = {env_id: task_config(config, env_id)["seeds"] for env_id in config["envs"]}
@@ -446,21 +468,23 @@ def _rewrite_run_reports(bench_dir: Path, rows: list[RunRow]) -> None:
             write_run_report(row.run_dir, refine_report_title(METHODS[row.kind].label, row.env_id), baseline)
 
 
-def paired_differences(config: dict[str, Any], rows: list[RunRow], seed: int = 0) -> dict[str, dict[str, Any]]:
+def paired_differences(config: dict[str, Any], rows: list[RunRow], seed: int = 0,
+                       last_evaluations: bool = False) -> dict[str, dict[str, Any]]:
     """Per environment and method: the mean over seeds of (method - ppo) on the same seed, with a
-    95% percentile-bootstrap CI over seeds. Only seeds where both finished count. Each interval
-    draws from a stream of its own (``seed``, the environment, the method), so it depends on its
-    own runs alone, not on which other tasks or methods the grid holds."""
+    95% percentile-bootstrap CI over seeds, of the final iterate's return (or, with
+    ``last_evaluations``, of the mean of the last evaluations during refinement). Only seeds where
+    both have the score count. Each interval draws from a stream of its own (``seed``, the
+    environment, the method), so it depends on its own runs alone, not on which other tasks or
+    methods the grid holds."""
     baseline = next((m["name"] for m in config["methods"] if m["method"] == "ppo"), None)
     out: dict[str, dict[str, Any]] = {}
     if baseline is None:
         return out
     for env_id in config["envs"]:
-        ppo = {r.seed: r.after for r in rows if r.env_id == env_id and r.method == baseline and r.after is not None}
+        ppo = _scores_by_seed(rows, env_id, baseline, last_evaluations)
         out[env_id] = {}
         for method in config["methods"]:
-            mine = {r.seed: r.after for r in rows if r.env_id == env_id and r.method == method["name"]
-                    and r.after is not None}
+            mine = _scores_by_seed(rows, env_id, method["name"], last_evaluations)
             seeds = sorted(set(ppo) & set(mine))
             if method["name"] == baseline or len(seeds) < 2:
                 continue
@@ -470,6 +494,12 @@ def paired_differences(config: dict[str, Any], rows: list[RunRow], seed: int = 0
             out[env_id][method["name"]] = {"point": float(diffs.mean()), "low": float(np.quantile(boot, 0.025)),
                                            "high": float(np.quantile(boot, 0.975)), "seeds": len(seeds)}
     return out
+
+
+def _scores_by_seed(rows: list[RunRow], env_id: str, method: str, last_evaluations: bool) -> dict[int, float]:
+    scores = {r.seed: r.after_last if last_evaluations else r.after for r in rows
+              if r.env_id == env_id and r.method == method}
+    return {seed: score for seed, score in scores.items() if score is not None}
 
 
 def _fmt(e: dict[str, float] | None) -> str:
@@ -515,12 +545,23 @@ def _run_status_lines(rows: list[RunRow]) -> list[str]:
     return lines
 
 
+def _paired_lines(config: dict[str, Any], paired: dict[str, dict[str, Any]], score: str) -> list[str]:
+    """The table of paired differences to continued PPO on ``score`` (none where no method has one)."""
+    if not any(paired.values()):
+        return []
+    lines = ["", f"## Paired difference to continued PPO (same seed): {score}, mean [95% bootstrap CI over seeds]",
+             "", "| method | " + " | ".join(paired) + " |", "|---|" + "---:|" * len(paired)]
+    names = [m["name"] for m in config["methods"] if any(m["name"] in paired[e] for e in paired)]
+    return lines + [f"| {name} | " + " | ".join(_fmt_diff(paired[e].get(name)) for e in paired) + " |"
+                    for name in names]
+
+
 def render_markdown(
     config: dict[str, Any], rows: list[RunRow], table: list[dict[str, Any]], estimates: dict[str, Any],
     curves: list[Path], sample: list[dict[str, Any]], pretraining: Pretraining,
 ) -> str:
     lines = [f"# ultrarl bench: {config['name']}", "", *_grid_lines(config), "", *_run_status_lines(rows)]
-    lines += ["## Final true return (mean ± std over seeds)", "", "| env | method | runs | mean | std |",
+    lines += ["## Final true return (final iterate; mean ± std over seeds)", "", "| env | method | runs | mean | std |",
               "|---|---|---:|---:|---:|"]
     lines += [f"| {t['env']} | {t['method']} | {t['runs']} | {t['mean']:.1f} | {t['std']:.1f} |" for t in table]
     lines += ["", "## Interquartile mean with 95% stratified-bootstrap CIs (rliable)", ""]
@@ -543,13 +584,9 @@ def render_markdown(
         for env, none_minus_ppo in plateau.items():
             gain = {"point": -none_minus_ppo["point"], "low": -none_minus_ppo["high"], "high": -none_minus_ppo["low"]}
             lines.append(f"| {env} | {_fmt_diff(gain)} |")
-    if any(paired.values()):
-        lines += ["", "## Paired difference to continued PPO (same seed), mean [95% bootstrap CI over seeds]", "",
-                  "| method | " + " | ".join(paired) + " |", "|---|" + "---:|" * len(paired)]
-        names = [m["name"] for m in config["methods"] if any(m["name"] in paired[e] for e in paired)]
-        for name in names:
-            cells = [_fmt_diff(paired[e].get(name)) for e in paired]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _paired_lines(config, paired, "final-iterate return")
+    lines += _paired_lines(config, estimates.get("paired_difference_to_ppo_last_evaluations", {}),
+                           f"mean of the last {LAST_EVALUATIONS} evaluations during refinement (`eval_every`)")
     improvement = estimates.get("prob_improvement_over_ppo", {})
     if improvement:
         lines += ["", "## Probability of improvement over continued PPO", "", "| method | P(method > ppo) [95% CI] |",
