@@ -12,8 +12,8 @@ import io
 import json
 import pickle
 import zipfile
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
