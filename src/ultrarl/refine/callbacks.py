@@ -33,14 +33,44 @@ class TrueReturnLogger(BaseCallback):
             self.logger.record("charts/episodic_return", sum(self._rollout_returns) / len(self._rollout_returns))
 
 
-class PeriodicEvaluation(BaseCallback):
-    """Evaluates the policy once ``every`` more steps have been collected and trained on, and at
-    the end of training, appending (timestep, mean, std) to ``evaluations``. Like the checkpoints,
-    it runs at the start of a rollout, after the update on the previous one (an evaluation at the
-    end of a rollout would judge weights that have not learnt from its steps), so with PPO an
-    evaluation falls on the first rollout boundary at or past each multiple of ``every``, and the
-    last one is the final policy's. ``evaluate`` must act deterministically in environments of its
-    own, so that training goes on exactly as it would without it.
+class EveryTrainedSteps(BaseCallback):
+    """Acts (``_act``) once ``every`` more steps have been collected *and trained on*: at the start
+    of a rollout, which SB3 calls after the update on the previous one (at the end of a rollout
+    the step counter already counts steps the weights have not learnt from). With PPO it acts on
+    the first rollout boundary at or past each multiple of ``every``; a resumed run goes on from
+    its step counter's next multiple.
+
+    :param every: steps between actions
+    """
+
+    def __init__(self, every: int) -> None:
+        super().__init__()
+        self.every = every
+        self.next_at = every
+
+    def _on_training_start(self) -> None:
+        self._schedule()
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_start(self) -> None:
+        if self.num_timesteps >= self.next_at:
+            self._act()
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self.next_at = (self.num_timesteps // self.every + 1) * self.every
+
+    def _act(self) -> None:
+        raise NotImplementedError
+
+
+class PeriodicEvaluation(EveryTrainedSteps):
+    """Evaluates the policy every ``every`` trained steps and at the end of training, appending
+    (timestep, mean, std) to ``evaluations``: the last one is the final policy's. ``evaluate`` must
+    act deterministically in environments of its own, so that training goes on exactly as it
+    would without it.
 
     :param every: steps between evaluations
     :param evaluate: the policy's (mean, std) of the true return, on the same episodes each time
@@ -49,31 +79,18 @@ class PeriodicEvaluation(BaseCallback):
 
     def __init__(self, every: int, evaluate: Callable[[], tuple[float, float]],
                  evaluations: list[tuple[int, float, float]]) -> None:
-        super().__init__()
-        self.every = every
+        super().__init__(every)
         self.evaluate = evaluate
         self.evaluations = evaluations
-        self.next_at = every
-
-    def _on_training_start(self) -> None:
-        self.next_at = (self.num_timesteps // self.every + 1) * self.every  # a resumed run's next multiple
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_start(self) -> None:
-        if self.num_timesteps >= self.next_at:
-            self._evaluate()
 
     def _on_training_end(self) -> None:
         if not self.evaluations or self.evaluations[-1][0] < self.num_timesteps:
-            self._evaluate()
+            self._act()
 
-    def _evaluate(self) -> None:
+    def _act(self) -> None:
         mean, std = self.evaluate()
         self.evaluations.append((self.num_timesteps, mean, std))
         self.logger.record("eval/mean_return", mean)
-        self.next_at = (self.num_timesteps // self.every + 1) * self.every
 
 
 class ExplorationLogger(BaseCallback):

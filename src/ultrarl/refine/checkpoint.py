@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stable_baselines3.common.callbacks import BaseCallback
-
 from ultrarl.errors import UltraRLError
+from ultrarl.refine.callbacks import EveryTrainedSteps
 from ultrarl.run_dir import MODEL
 
 CHECKPOINT_DIR = "checkpoints"
@@ -96,37 +95,24 @@ def write_checkpoint(run_dir: Path, model: Any, state: dict[str, Any], keep: int
     return Checkpoint(final, timesteps, state)
 
 
-class PeriodicCheckpoint(BaseCallback):
-    """Writes a checkpoint once ``every`` more steps have been collected *and trained on*.
-
-    It runs at the start of a rollout, which SB3 calls after the update on the previous one:
-    at the end of a rollout the step counter already counts steps the weights have not learnt
-    from, and a resume from there would silently skip an update.
+class PeriodicCheckpoint(EveryTrainedSteps):
+    """Writes a checkpoint once ``every`` more steps have been collected *and trained on*
+    (``EveryTrainedSteps``: a resume from the end of a rollout would silently skip an update).
     ``state_fn`` returns what the model zip does not hold (learning curve, counters) as JSON,
     ``training_state_fn`` the random states and environments (``refine/training_state.py``).
     """
 
     def __init__(self, run_dir: Path, every: int, state_fn: Any, training_state_fn: Any = None) -> None:
-        super().__init__()
+        super().__init__(every)
         self.run_dir = run_dir
-        self.every = every
         self.state_fn = state_fn
         self.training_state_fn = training_state_fn
         self.written: list[int] = []
-        self._next = every
 
-    def _on_training_start(self) -> None:
-        self._next = (self.model.num_timesteps // self.every + 1) * self.every
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _on_rollout_start(self) -> None:
-        if self.model.num_timesteps >= self._next:
-            training_state = self.training_state_fn() if self.training_state_fn is not None else None
-            write_checkpoint(self.run_dir, self.model, self.state_fn(), training_state=training_state)
-            self.written.append(self.model.num_timesteps)
-            self._next = (self.model.num_timesteps // self.every + 1) * self.every
+    def _act(self) -> None:
+        training_state = self.training_state_fn() if self.training_state_fn is not None else None
+        write_checkpoint(self.run_dir, self.model, self.state_fn(), training_state=training_state)
+        self.written.append(self.model.num_timesteps)
 
 
 def remove_checkpoints(run_dir: Path) -> None:
