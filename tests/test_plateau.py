@@ -15,6 +15,7 @@ from types import ModuleType
 import pytest
 import yaml
 
+from ultrarl import run_dir as files
 from ultrarl.cli import main
 from ultrarl.report.bench_report import Pretraining, admission_checks
 
@@ -182,9 +183,30 @@ def test_admission_takes_the_first_stuck_candidates_in_seed_order(tmp_path: Path
 
 STANDARD = yaml.safe_load((AGENTS.parent / "standard.yaml").read_text())
 # PongPoint-v0's agents have not been checked: its expert wins 38% of points, no more than three of
-# its five agents do (BENCHMARKS.md), so its rule could admit few if any. The bench report names
-# them as not admitted.
+# its five agents do (BENCHMARKS.md), so its rule could admit few if any. The bench report names the
+# task as not checked at all (test below).
 NOT_CHECKED = {"ultrarl/PongPoint-v0"}
+
+
+def test_the_report_names_the_shipped_folders_that_hold_no_check(tmp_path: Path) -> None:
+    checked, unchecked = tmp_path / "checked", tmp_path / "unchecked"
+    for folder in (checked, unchecked):
+        folder.mkdir()
+        (folder / "seed0.zip").write_bytes(b"agent")
+    check = {"stuck": True, "agent_sha256": hashlib.sha256(b"agent").hexdigest(), "before": 1.0, "expert": 9.0,
+             "gain": {"point": 0.1, "low": -0.2, "high": 0.4}, "runs": [{}, {}, {}], "stuck_fraction": 0.2, "gap": 8.0}
+    (checked / f"seed0{files.ADMISSION_SUFFIX}").write_text(json.dumps(check))
+    config = {"envs": ["A-v0", "B-v0", "C-v0"],
+              "agents": {"A-v0": str(checked), "B-v0": str(unchecked), "C-v0": str(tmp_path / "gone")}}
+    lines = Pretraining({}, [], [], admission_checks(config), {"A-v0": [0], "B-v0": [0], "C-v0": [0]}).lines()
+    assert any(line.startswith("| A-v0 | 0 | yes |") and line.endswith("| stuck |") for line in lines)
+    assert ("**Not checked at all** (no admission check in their shipped folders; whether their agents are stuck "
+            "is not shown): B-v0.") in lines
+    assert not any(line.startswith("**Not admitted") for line in lines)
+    only_unchecked = {"envs": ["B-v0"], "agents": {"B-v0": str(unchecked)}}
+    assert any(line.startswith("**Not checked at all**") for line in
+               Pretraining({}, [], [], admission_checks(only_unchecked), {"B-v0": [0]}).lines())
+    assert Pretraining({}, [], [], admission_checks({"envs": ["A-v0"]}), {"A-v0": [0]}).lines() == []
 
 
 @pytest.mark.parametrize("env_id", [env_id for env_id in STANDARD["envs"] if env_id not in NOT_CHECKED])

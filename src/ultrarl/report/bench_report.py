@@ -69,18 +69,21 @@ class Pretraining:
         return out
 
     def admission_lines(self) -> list[str]:
-        """Every candidate's admission check (``ultrarl plateau``), and a line for each grid agent
-        without a current, stuck one."""
+        """Every candidate's admission check (``ultrarl plateau``), a line for each grid agent
+        without a current, stuck one, and one for the shipped folders that hold no check at all."""
         if not self.admissions:
             return []
-        out = ["", "## Admission: was each candidate agent stuck before the bench? (`ultrarl plateau`)", "",
-               "Continued training for the refinement budget on training seeds and evaluation episodes of the "
-               "check's own; stuck when the gain's upper 95% bound is below the threshold, a fraction of the gap "
-               "to the expert. Every candidate in the shipped folder is listed; the grid runs those marked.", "",
-               "| env | seed | in grid | as it is | expert | continued training's gain [95% CI] | "
-               "threshold (fraction × gap) | verdict |", "|---|---:|---|---:|---:|---:|---:|---|"]
+        out = ["", "## Admission: was each candidate agent stuck before the bench? (`ultrarl plateau`)"]
+        checked = {env: checks for env, checks in self.admissions.items() if checks}
         unsupported = []
-        for env, checks in self.admissions.items():
+        if checked:
+            out += ["", "Continued training for the refinement budget on training seeds and evaluation episodes of "
+                    "the check's own; stuck when the gain's upper 95% bound is below the threshold, a fraction of "
+                    "the gap to the expert. Every candidate in the shipped folder is listed; the grid runs those "
+                    "marked.", "",
+                    "| env | seed | in grid | as it is | expert | continued training's gain [95% CI] | "
+                    "threshold (fraction × gap) | verdict |", "|---|---:|---|---:|---:|---:|---:|---|"]
+        for env, checks in checked.items():
             for seed, c in checks.items():
                 verdict = ("stuck" if c["stuck"] else "not stuck") + ("" if c["current"] else " (for another file)")
                 out.append(f"| {env} | {seed} | {'yes' if seed in self.grid_seeds.get(env, []) else ''} | "
@@ -90,6 +93,10 @@ class Pretraining:
                             if not (seed in checks and checks[seed]["stuck"] and checks[seed]["current"])]
         if unsupported:
             out += ["", f"**Not admitted by a current check, yet in the grid:** {', '.join(unsupported)}."]
+        unchecked = [env for env, checks in self.admissions.items() if not checks]
+        if unchecked:
+            out += ["", f"**Not checked at all** (no admission check in their shipped folders; whether their agents "
+                        f"are stuck is not shown): {', '.join(unchecked)}."]
         return out
 
 
@@ -354,18 +361,20 @@ def pretraining_records(config: dict[str, Any], bench_dir: Path) -> tuple[dict[s
 
 def admission_checks(config: dict[str, Any]) -> dict[str, dict[int, dict[str, Any]]]:
     """env -> seed -> the admission check of every candidate agent in its shipped folder, in seed
-    order, each with ``current``: whether it was made for the zip beside it (its SHA-256)."""
+    order, each with ``current``: whether it was made for the zip beside it (its SHA-256); a folder
+    of the grid's with no check maps to an empty dict."""
     checks: dict[str, dict[int, dict[str, Any]]] = {}
     for env_id, folder in (config.get("agents") or {}).items():
-        if env_id not in config["envs"]:
+        if env_id not in config["envs"] or not Path(folder).is_dir():
             continue
+        checks[env_id] = {}
         found = {seed: path for path in Path(folder).glob(f"seed*{files.ADMISSION_SUFFIX}")
                  if (seed := _seed_of(path.name.removesuffix(files.ADMISSION_SUFFIX))) is not None}
         for seed in sorted(found):
             check = json.loads(found[seed].read_text())
             agent = Path(folder) / f"seed{seed}.zip"
             check["current"] = agent.exists() and files.file_sha256(agent) == check.get("agent_sha256")
-            checks.setdefault(env_id, {})[seed] = check
+            checks[env_id][seed] = check
     return checks
 
 
