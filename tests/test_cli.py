@@ -126,3 +126,34 @@ def test_run_dir_holding_a_run_is_refused(tmp_path: Path, cartpole_agent_path: P
         ["refine", "CartPole-v1", "--agent", str(cartpole_agent_path), "--method", "ppo", "--run-dir",
          str(tmp_path / "run")], capsys)
     assert code == 2 and "already holds a run" in err
+
+
+def test_the_final_evaluation_is_the_last_one_made_during_refinement(
+    cartpole_agent_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --eval-every, training ends with an evaluation of the final policy on the final
+    evaluation's episodes: eval.json's "after" is that one, not a second run of it."""
+    import csv
+
+    import ultrarl.pipeline as pipeline
+    from stable_baselines3 import PPO
+
+    from ultrarl.evaluate.evaluation import evaluate_agent
+    from ultrarl.stages import EVAL_SEED_OFFSET
+
+    calls = []
+    real = pipeline.evaluate
+    monkeypatch.setattr(pipeline, "evaluate", lambda agent, settings: calls.append(1) or real(agent, settings))
+    run_dir = tmp_path / "run"
+    code, _, err = _run_cli(["refine", "CartPole-v1", "--agent", str(cartpole_agent_path), "--method", "ppo",
+                             "--timesteps", "4096", "--eval-every", "2048", "--eval-episodes", "3", "--seed", "1",
+                             "--run-dir", str(run_dir)], capsys)
+    assert code == 0, err
+    with open(run_dir / "evaluations.csv") as f:
+        evaluations = list(csv.DictReader(f))
+    assert [int(r["timestep"]) for r in evaluations] == [2048, 4096]
+    assert len(calls) == 2  # the two during refinement; the last is the final policy's
+    after = json.loads((run_dir / "eval.json").read_text())["after"]
+    assert after["mean"] == float(evaluations[-1]["mean_return"]) and len(after["returns"]) == 3
+    again = evaluate_agent(PPO.load(run_dir / "model.zip", device="cpu"), "CartPole-v1", 3, 1 + EVAL_SEED_OFFSET)
+    assert after["returns"] == again.returns  # what a separate evaluation of the saved model gives

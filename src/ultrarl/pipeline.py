@@ -156,11 +156,13 @@ def refine_agent(
     for name in LLM_METRICS:  # the LLM's cost goes to the run's metrics too
         refiner.model.logger.record(f"llm/{name}", found.usage.get(name, 0))
     start = time.perf_counter()
-    refiner, states, episodes, evaluations = _train_rounds(settings, method, refiner, found, run_dir, progress_bar)
+    latest = LatestEvaluation(settings)
+    refiner, states, episodes, evaluations = _train_rounds(settings, method, refiner, found, run_dir, progress_bar,
+                                                           latest)
     wall = time.perf_counter() - start
     refiner.save(run_dir / files.MODEL)
     merge_progress_segments(run_dir)
-    after = evaluate(refiner.agent, settings)
+    after = latest.result or evaluate(refiner.agent, settings)
     outcome = RefineOutcome(refiner, before, after, states, found.usage, refiner.modulation_totals, wall,
                             (settings.timesteps - refiner.resumed_from) / wall if wall > 0 else 0.0)
     _write_refinement(settings, method, run_dir, outcome, episodes, evaluations)
@@ -209,9 +211,27 @@ def _refiner(
                    update_normalization=not settings.freeze_normalization)
 
 
+class LatestEvaluation:
+    """The evaluation during refinement (``eval_every``), keeping the latest full result: training
+    ends with an evaluation of the final policy (``PeriodicEvaluation``) on the same episodes as the
+    final one, which then need not run twice. ``result`` stays None where this process made no
+    evaluation (none asked for, or a resumed run that had nothing left to train).
+
+    :param settings: the run's settings (environment, episodes, seed)
+    """
+
+    def __init__(self, settings: RefineSettings) -> None:
+        self.settings = settings
+        self.result: EvalResult | None = None
+
+    def __call__(self, agent: PPO) -> tuple[float, float]:
+        self.result = evaluate(agent, self.settings)
+        return self.result.mean, self.result.std
+
+
 def _train_rounds(
     settings: RefineSettings, method: Method, refiner: Refiner, found: Identification, run_dir: Path,
-    progress_bar: bool,
+    progress_bar: bool, latest: LatestEvaluation,
 ) -> tuple[Refiner, list[CriticalState], list[tuple[int, float, int]], list[tuple[int, float, float]]]:
     """Refine for the budget; with rounds, identify again on the refined agent before each round.
     Returns the refiner, the critical states, and the learning curve and evaluations of every round."""
@@ -229,15 +249,11 @@ def _train_rounds(
                       + (f" (round {index + 1} of {len(budgets)})" if len(budgets) > 1 else "") + " ...")
         refiner.refine(budget, progress_bar=progress_bar, checkpoint_dir=run_dir if len(budgets) == 1 else None,
                        checkpoint_every=settings.checkpoint_every, evaluate_every=settings.eval_every,
-                       evaluate=lambda agent: _mean_std(evaluate(agent, settings)))
+                       evaluate=latest)
         offset = sum(budgets[:index])  # each round's step counter starts at 0
         episodes += [(step + offset, ret, length) for step, ret, length in refiner.true_returns.episodes]
         evaluations += [(step + offset, mean, std) for step, mean, std in refiner.evaluations]
     return refiner, states, episodes, evaluations
-
-
-def _mean_std(result: EvalResult) -> tuple[float, float]:
-    return result.mean, result.std
 
 
 def round_budgets(total: int, rounds: int) -> list[int]:
