@@ -172,6 +172,26 @@ def test_evaluations_during_refinement_give_a_second_score(tmp_path: Path, capsy
     assert "final-iterate return" in report and "mean of the last 3 evaluations" not in report
 
 
+def test_a_run_takes_its_before_from_the_none_run_of_its_seed(tmp_path: Path, capsys,  # type: ignore[no-untyped-def]
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent as it is is evaluated once per seed: a refining run's "before" is the finished
+    ``none`` run's evaluation where it was made on the run's own episodes, and its own otherwise."""
+    import ultrarl.stages as stages
+
+    evaluations = []
+    real = stages.evaluate_agent
+    monkeypatch.setattr(stages, "evaluate_agent", lambda *a, **k: evaluations.append(a[2]) or real(*a, **k))
+    config = {**TINY, "seeds": [0], "methods": ["none", "ppo", {"name": "ppo-3", "method": "ppo",
+                                                                "settings": {"eval_episodes": 3}}]}
+    code, _, err = _bench(tmp_path, config, capsys, "--workers", "1")
+    assert code == 0, err
+    # none's; ppo's after; ppo-3's before and after (its episodes are not none's)
+    assert evaluations == [2, 2, 3, 3]
+    runs = tmp_path / "out" / "runs" / "CartPole-v1"
+    none, ppo, ppo3 = (json.loads((runs / name / "seed0" / "eval.json").read_text()) for name in ("none", "ppo", "ppo-3"))
+    assert ppo["before"] == none["after"] and ppo3["before"]["episodes"] == 3
+
+
 def _results(bench: Path) -> dict[tuple[str, str], dict[str, str]]:
     with open(bench / "results.csv") as f:
         return {(r["env"], r["method"]): r for r in csv.DictReader(f)}

@@ -128,7 +128,8 @@ class RefineOutcome:
 
 
 def refine_agent(
-    settings: RefineSettings, run_dir: Path, progress_bar: bool = True, resume: bool = False
+    settings: RefineSettings, run_dir: Path, progress_bar: bool = True, resume: bool = False,
+    before: EvalResult | None = None,
 ) -> RefineOutcome:
     """Identify critical states (LLM, mask network, random or expert; none for ``ppo``), refine
     with the chosen method, evaluate before and after, report.
@@ -136,7 +137,8 @@ def refine_agent(
     With ``resume``, a run killed part-way continues: a finished identification stage is read
     back (no LLM call) and refinement goes on from the latest checkpoint, so the total number of
     refinement steps is still ``settings.timesteps``. With ``rounds`` > 1, identify-then-refine
-    repeats on the refined agent, the budget split evenly.
+    repeats on the refined agent, the budget split evenly. ``before``, where given, is the agent's
+    evaluation as it is, made elsewhere on this run's episodes (the bench's ``none`` run).
     """
     method = _check(settings, resume)
     checkpoint = latest_checkpoint(run_dir) if resume else None
@@ -146,7 +148,7 @@ def refine_agent(
         remove_checkpoints(run_dir)
     files.write_text_atomic(run_dir / files.STARTED, settings_to_yaml(settings))
     agent = load_checked_agent(settings.agent, settings.env_id)
-    found, before = _identification(settings, method, run_dir, agent, resume)
+    found, before = _identification(settings, method, run_dir, agent, resume, before)
     if checkpoint is not None:  # before the refiner's logger opens (and truncates) progress.csv
         keep_progress_segment(run_dir, checkpoint.timesteps)
     refiner = _refiner(settings, method, agent, found, run_dir)
@@ -183,14 +185,14 @@ def _check(settings: RefineSettings, resume: bool) -> Method:
 
 
 def _identification(
-    settings: RefineSettings, method: Method, run_dir: Path, agent: PPO, resume: bool
+    settings: RefineSettings, method: Method, run_dir: Path, agent: PPO, resume: bool, before: EvalResult | None
 ) -> tuple[Identification, EvalResult]:
     done = read_identification(run_dir, settings, agent) if resume else None
     if done is not None:
         console.print(f"resuming: identification read from {run_dir} ({len(done[0].states)} critical states, "
                       "no LLM call)")
         return done
-    before = evaluate_before(agent, settings)
+    before = evaluate_before(agent, settings, before)
     found = identify(settings, method, run_dir, agent)
     # Written last in the identification stage: a resume finds it complete or redoes it.
     files.write_json(run_dir / files.EVAL, {"before": before.to_dict(), "after": None, "method": method.name})

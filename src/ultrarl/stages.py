@@ -45,10 +45,21 @@ class Identification:
     advisor: Advisor | None = None
 
 
-def evaluate_before(agent: PPO, settings: ExplainSettings) -> EvalResult:
-    before = evaluate(agent, settings)
+def evaluate_before(agent: PPO, settings: ExplainSettings, done: EvalResult | None = None) -> EvalResult:
+    """The agent as it is, on the run's evaluation episodes; ``done`` is that evaluation made
+    elsewhere (checked to be of these episodes), which then need not run again."""
+    if done is not None and not is_evaluation_for(done, settings):
+        raise UltraRLError(f"the evaluation given for the agent as it is ({done.episodes} episodes from seed "
+                           f"{done.seed}) is not this run's")
+    before = done or evaluate(agent, settings)
     console.print(f"[bold]agent before refinement[/]: {before.summary()}")
     return before
+
+
+def is_evaluation_for(result: EvalResult, settings: ExplainSettings) -> bool:
+    """Whether ``result`` was made on the episodes ``evaluate`` runs for these settings."""
+    return (result.episodes, result.seed, result.deterministic) == (
+        settings.eval_episodes, settings.seed + EVAL_SEED_OFFSET, True)
 
 
 def evaluate(agent: PPO, settings: ExplainSettings) -> EvalResult:

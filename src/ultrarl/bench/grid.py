@@ -34,13 +34,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ultrarl import run_dir as files
 from ultrarl.errors import UltraRLError, checked_value
+from ultrarl.evaluate.evaluation import EvalResult
 from ultrarl.experts import EXPERT_SEED  # the oracle's expert is trained once per environment, on its own seed
 from ultrarl.methods import get_method
 from ultrarl.pipeline import pretrain, refine_agent
 from ultrarl.refine.refiner import load_checked_agent
 from ultrarl.report.bench_report import task_config
 from ultrarl.settings import PretrainSettings, RefineSettings, build_settings, merge, read_yaml_mapping
-from ultrarl.stages import evaluate
+from ultrarl.stages import evaluate, is_evaluation_for
 
 
 class MethodSpec(BaseModel):
@@ -282,8 +283,31 @@ def _run(job: Job, bench_dir: Path, config: BenchConfig, start: float) -> JobRes
         return _evaluate_only(job, run_dir, settings, start)
     resume = (run_dir / files.STARTED).exists()
     run_dir = files.prepare_run_dir(run_dir, overwrite=False, resume=resume)
-    outcome = refine_agent(settings, run_dir, progress_bar=False, resume=resume)
+    outcome = refine_agent(settings, run_dir, progress_bar=False, resume=resume,
+                           before=_agent_as_it_is(bench_dir, config, job, settings, run_dir))
     return JobResult(job, "done", "resumed" if resume else "", time.perf_counter() - start, outcome.after.mean)
+
+
+def _agent_as_it_is(
+    bench_dir: Path, config: BenchConfig, job: Job, settings: RefineSettings, run_dir: Path
+) -> EvalResult | None:
+    """This seed's evaluation-only run (``none``), where it has finished from the same agent file
+    on this run's episodes: the run's evaluation before refinement is that one, not a second run
+    of it. None where there is no such run."""
+    def agent_sha256(directory: Path) -> str | None:
+        inputs = directory / files.BENCH_INPUTS
+        return files.read_json(inputs).get("agent_sha256") if inputs.exists() else None
+
+    agent = agent_sha256(run_dir)
+    for spec in config.methods:
+        done = files.bench_run_dir(bench_dir, job.env_id, spec.name, job.seed)
+        if (get_method(spec.method, refining=False).refines or not (done / files.CONFIG).exists()
+                or agent is None or agent_sha256(done) != agent):
+            continue
+        result = EvalResult(**files.read_json(done / files.EVAL)["after"])
+        if is_evaluation_for(result, settings):
+            return result
+    return None
 
 
 def _check_inputs(run_dir: Path, settings: RefineSettings) -> None:
