@@ -256,6 +256,26 @@ def test_shipped_bench_configs_are_valid(path: Path) -> None:
     assert load_bench_config(path).methods
 
 
+def test_the_quick_benchmarks_runs_are_runs_of_the_standard_one() -> None:
+    """quick.yaml says its runs are runs of standard.yaml's grid: every one of its runs has the
+    settings of the standard run of the same task, method and seed (so a row means the same)."""
+    from ultrarl.bench.grid import agent_path, load_bench_config, run_settings
+
+    benchmarks = Path(__file__).parents[1] / "benchmarks"
+    quick, standard = (load_bench_config(benchmarks / name) for name in ("quick.yaml", "standard.yaml"))
+    methods = {m.name: m for m in standard.methods}
+    compared = 0
+    for env_id in quick.envs:
+        assert set(quick.for_env(env_id).seeds) <= set(standard.for_env(env_id).seeds)
+        for spec in quick.methods:
+            for seed in quick.for_env(env_id).seeds:
+                settings = [run_settings(config, method, env_id, seed, agent_path(Path("bench"), config, env_id, seed),
+                                         Path("bench")) for config, method in ((quick, spec), (standard, methods[spec.name]))]
+                assert settings[0] == settings[1], (env_id, spec.name, seed)
+                compared += 1
+    assert compared == 5 * 5 + 5 * 3
+
+
 def test_run_directory_report_is_rebuilt(cartpole_agent_path: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     run_dir = tmp_path / "run"
     assert main(["refine", "CartPole-v1", "--agent", str(cartpole_agent_path), "--method", "ppo", "--timesteps",
