@@ -190,6 +190,14 @@ def test_a_run_takes_its_before_from_the_none_run_of_its_seed(tmp_path: Path, ca
     runs = tmp_path / "out" / "runs" / "CartPole-v1"
     none, ppo, ppo3 = (json.loads((runs / name / "seed0" / "eval.json").read_text()) for name in ("none", "ppo", "ppo-3"))
     assert ppo["before"] == none["after"] and ppo3["before"]["episodes"] == 3
+    # A none run made from another agent file than the run's is not taken.
+    inputs = runs / "none" / "seed0" / "inputs.json"
+    inputs.write_text(json.dumps({"agent_sha256": "0" * 64}))
+    shutil.rmtree(runs / "ppo" / "seed0")
+    evaluations.clear()
+    code, out, _ = _bench(tmp_path, config, capsys, "--workers", "1")
+    assert code == 1 and "none seed 0: failed" in out  # none's own check refuses its directory
+    assert evaluations == [2, 2]  # ppo's before and after
 
 
 def _results(bench: Path) -> dict[tuple[str, str], dict[str, str]]:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from stable_baselines3 import SAC
+from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecNormalize
 
 from ultrarl.envs.factory import make_vec_env
@@ -64,9 +65,24 @@ def test_the_actor_normalises_as_a_normalized_agent_does(cartpole_agent_path: Pa
     assert not all(np.array_equal(a, b) for a, b in zip(ours, bare))  # the statistics change some actions
 
 
-def test_other_agents_act_through_sb3(pendulum_agent_path: Path, tmp_path: Path) -> None:
-    sac = SAC("MlpPolicy", "Pendulum-v1", seed=0, device="cpu")
-    assert DeterministicActor.for_agent(sac) is None  # another policy class: SB3's own predict
+def test_other_agents_act_through_sb3(pendulum_agent_path: Path) -> None:
+    """Where SB3's predict runs other operations, or could, the agent acts through it."""
+    assert DeterministicActor.for_agent(SAC("MlpPolicy", "Pendulum-v1", seed=0, device="cpu")) is None
+    assert DeterministicActor.for_agent(PPO("MlpPolicy", "Pendulum-v1", use_sde=True, seed=0, device="cpu")) is None
+
+    class OwnPolicy(ActorCriticPolicy):  # may act otherwise (it could override any step)
+        pass
+
+    assert DeterministicActor.for_agent(PPO(OwnPolicy, "Pendulum-v1", seed=0, device="cpu")) is None
+
+    class OwnPPO(PPO):
+        def predict(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            return super().predict(*args, **kwargs)
+
+    assert DeterministicActor.for_agent(OwnPPO("MlpPolicy", "Pendulum-v1", seed=0, device="cpu")) is None
+    actor = DeterministicActor.for_agent(load_agent(pendulum_agent_path))
+    assert actor is not None
     with pytest.raises(ValueError, match="deterministically"):
-        DeterministicActor.for_agent(load_agent(pendulum_agent_path)).predict(np.zeros((1, 3)),  # type: ignore[union-attr]
-                                                                              deterministic=False)
+        actor.predict(np.zeros((1, 3)), deterministic=False)
+    with pytest.raises(ValueError, match=r"shape \(n, 3\)"):
+        actor.predict(np.zeros(3))  # one observation, not a batch: SB3 would squeeze the action

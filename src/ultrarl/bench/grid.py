@@ -284,30 +284,32 @@ def _run(job: Job, bench_dir: Path, config: BenchConfig, start: float) -> JobRes
     resume = (run_dir / files.STARTED).exists()
     run_dir = files.prepare_run_dir(run_dir, overwrite=False, resume=resume)
     outcome = refine_agent(settings, run_dir, progress_bar=False, resume=resume,
-                           before=_agent_as_it_is(bench_dir, config, job, settings, run_dir))
+                           before=_none_run_evaluation(bench_dir, config, job, settings, run_dir))
     return JobResult(job, "done", "resumed" if resume else "", time.perf_counter() - start, outcome.after.mean)
 
 
-def _agent_as_it_is(
+def _none_run_evaluation(
     bench_dir: Path, config: BenchConfig, job: Job, settings: RefineSettings, run_dir: Path
 ) -> EvalResult | None:
-    """This seed's evaluation-only run (``none``), where it has finished from the same agent file
-    on this run's episodes: the run's evaluation before refinement is that one, not a second run
-    of it. None where there is no such run."""
-    def agent_sha256(directory: Path) -> str | None:
-        inputs = directory / files.BENCH_INPUTS
-        return files.read_json(inputs).get("agent_sha256") if inputs.exists() else None
-
-    agent = agent_sha256(run_dir)
+    """The evaluation of this seed's evaluation-only run (``none``), where it has finished from the
+    same agent file as ``run_dir``'s on this run's episodes: the run's evaluation before
+    refinement is that one, not a second run of it. None where there is no such run."""
+    agent = _agent_sha256(run_dir)
     for spec in config.methods:
         done = files.bench_run_dir(bench_dir, job.env_id, spec.name, job.seed)
         if (get_method(spec.method, refining=False).refines or not (done / files.CONFIG).exists()
-                or agent is None or agent_sha256(done) != agent):
+                or agent is None or _agent_sha256(done) != agent):
             continue
         result = EvalResult(**files.read_json(done / files.EVAL)["after"])
         if is_evaluation_for(result, settings):
             return result
     return None
+
+
+def _agent_sha256(run_dir: Path) -> str | None:
+    """The SHA-256 of the agent file a bench run started from (``_check_inputs``), if recorded."""
+    inputs = run_dir / files.BENCH_INPUTS
+    return files.read_json(inputs).get("agent_sha256") if inputs.exists() else None
 
 
 def _check_inputs(run_dir: Path, settings: RefineSettings) -> None:
