@@ -157,3 +157,13 @@ def test_the_final_evaluation_is_the_last_one_made_during_refinement(
     assert after["mean"] == float(evaluations[-1]["mean_return"]) and len(after["returns"]) == 3
     again = evaluate_agent(PPO.load(run_dir / "model.zip", device="cpu"), "CartPole-v1", 3, 1 + EVAL_SEED_OFFSET)
     assert after["returns"] == again.returns  # what a separate evaluation of the saved model gives
+
+
+@pytest.mark.parametrize("command", [[], ["pretrain"], ["explain"], ["refine"], ["evaluate"], ["fidelity"],
+                                     ["plateau"], ["bench"], ["report"], ["demo"]])
+def test_every_help_page_prints(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse %-formats help strings: a literal "95% CI" in one once made ``ultrarl --help`` a traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: ultrarl" in capsys.readouterr().out

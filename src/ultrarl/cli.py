@@ -77,7 +77,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser, model: type[BaseMode
         required = field.is_required()
         value = None if required else field.get_default(call_default_factory=True)
         default = "" if required or value is None else f" (default: {value})"
-        help_text = f"{field.description}{default}"
+        help_text = _argparse_text(f"{field.description}{default}")
         if extra.get("positional"):
             parser.add_argument(dest, metavar=name.upper(), help=help_text)
             continue
@@ -117,11 +117,16 @@ def _is_setting(model: type[BaseModel], path: list[str]) -> bool:
     return isinstance(nested, type) and issubclass(nested, BaseModel) and _is_setting(nested, path[1:])
 
 
+def _argparse_text(text: str) -> str:
+    """A help string as argparse takes it: it %-formats help, so a literal "95%" must be "95%%"."""
+    return text.replace("%", "%%")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ultrarl", description="LLM-guided refinement of stuck RL agents (ULTRA).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for command, (model, help_text) in SETTINGS.items():
-        p = sub.add_parser(command, help=help_text, description=help_text)
+        p = sub.add_parser(command, help=_argparse_text(help_text), description=help_text)
         add_settings_arguments(p, model)
         if command in ("explain", "refine", "fidelity", "plateau"):
             p.add_argument("--run-dir", default=None, help="where the run is written (required unless --dry-run)")
