@@ -39,8 +39,10 @@ $(CHROMIUM):
 	  || echo "chromium could not be installed: the browser test will be skipped"; \
 	else echo "not root: chromium not installed, the browser test will be skipped"; fi
 
+# Two pytest workers, a test file each at a time: most tests run one process on one core, and a
+# file's module fixtures (trained agents, an RL Zoo run) are then made once.
 test: $(STAMP) $(CHROMIUM)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -8,6 +8,16 @@ import pytest
 # Tests never touch the user's LLM cache.
 os.environ.setdefault("ULTRARL_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "llm"))
 
+# Under pytest-xdist (make test: two workers on two cores) each worker and the processes its tests
+# start compute on one thread: two workers that each spin two OpenMP (torch) or ggml (llama.cpp)
+# threads on two cores were slower together than one worker alone.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ULTRARL_LLM_THREADS"):
+        os.environ.setdefault(variable, "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def cartpole_agent_path(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -21,7 +21,10 @@ ZOO_TRAIN = {"ppo": ["-n", "2048", "--hyperparams", "normalize:True", "n_steps:5
              "sac": ["-n", "600", "--hyperparams", "normalize:True", "learning_starts:200"]}
 
 
-@pytest.fixture(scope="module", params=sorted(ZOO_TRAIN))
+# SAC's run (RL Zoo training, two off-policy refinements) is the longest of the default suite's
+# tests: behind the slow marker. PPO's covers the statistics path by default, and
+# test_off_policy.py refines SAC agents by every method family.
+@pytest.fixture(scope="module", params=["ppo", pytest.param("sac", marks=pytest.mark.slow)])
 def zoo_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``rl_zoo3 train`` with ``normalize: true`` on a tiny budget: the folder RL Zoo writes."""
     pytest.importorskip("rl_zoo3")
