@@ -368,3 +368,12 @@ def test_a_paired_interval_depends_on_its_own_runs_alone() -> None:
     ci = alone["CartPole-v1"]["rice"]
     diffs = [r.after - p.after for r, p in zip(alone_rows[5:], alone_rows[:5])]  # type: ignore[operator]
     assert ci["point"] == pytest.approx(np.mean(diffs)) and min(diffs) <= ci["low"] < ci["point"] < ci["high"] <= max(diffs)
+
+
+def test_a_bench_yaml_copied_in_by_hand_is_one_line(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """bench.yaml is the bench's own normalised copy; the config as a person writes it (``- ppo``)
+    in its place is refused in one line, not a traceback from the report."""
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump(TINY))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is not a bench.yaml that ultrarl bench wrote" in err and len(err.strip().splitlines()) == 1

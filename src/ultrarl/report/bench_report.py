@@ -131,11 +131,22 @@ def task_config(config: dict[str, Any], env_id: str) -> dict[str, Any]:
     return {**config, **{k: v for k, v in task.items() if v is not None and k != "settings"}}
 
 
+def _is_written_by_the_bench(config: Any) -> bool:
+    """The bench writes bench.yaml with every method as a ``name``/``method`` mapping; a config
+    copied in by hand (``- ppo``) would otherwise fail deep inside the report."""
+    return (isinstance(config, dict) and isinstance(config.get("envs"), list) and isinstance(config.get("seeds"), list)
+            and isinstance(config.get("methods"), list)
+            and all(isinstance(m, dict) and {"name", "method"} <= m.keys() for m in config["methods"]))
+
+
 def collect_rows(bench_dir: Path) -> tuple[dict[str, Any], list[RunRow]]:
     config_path = bench_dir / files.BENCH_CONFIG
     if not config_path.exists():
         raise UltraRLError(f"{bench_dir} holds no bench.yaml: not a bench directory")
     config = yaml.safe_load(config_path.read_text())
+    if not _is_written_by_the_bench(config):
+        raise UltraRLError(f"{config_path} is not a bench.yaml that ultrarl bench wrote (envs, seeds and methods "
+                           "as name/method mappings); run `ultrarl bench CONFIG --out DIR` to write it")
     recorded = _recorded_rows(bench_dir / files.RESULTS)
     rows = []
     for env_id in config["envs"]:
