@@ -182,10 +182,6 @@ def test_admission_takes_the_first_stuck_candidates_in_seed_order(tmp_path: Path
 
 
 STANDARD = yaml.safe_load((AGENTS.parent / "standard.yaml").read_text())
-# PongPoint-v0's agents have not been checked: its expert wins 38% of points, no more than three of
-# its five agents do (BENCHMARKS.md), so its rule could admit few if any. The bench report names the
-# task as not checked at all (test below).
-NOT_CHECKED = {"ultrarl/PongPoint-v0"}
 
 
 def test_the_report_names_the_shipped_folders_that_hold_no_check(tmp_path: Path) -> None:
@@ -209,7 +205,7 @@ def test_the_report_names_the_shipped_folders_that_hold_no_check(tmp_path: Path)
     assert Pretraining({}, [], [], admission_checks({"envs": ["A-v0"]}), {"A-v0": [0]}).lines() == []
 
 
-@pytest.mark.parametrize("env_id", [env_id for env_id in STANDARD["envs"] if env_id not in NOT_CHECKED])
+@pytest.mark.parametrize("env_id", STANDARD["envs"])  # every task: an unchecked one is not in the grid
 def test_the_standard_benchmarks_seeds_are_its_admitted_candidates(env_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each task's seeds in standard.yaml are the first candidates its shipped records judge
     stuck, each record made for the shipped agent and expert, by the check that ADMISSION
