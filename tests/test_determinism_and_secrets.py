@@ -22,7 +22,7 @@ TIMESTEPS = 2048
 
 def _refine(agent: Path, run_dir: Path, cache: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["refine", "CartPole-v1", "--agent", str(agent), "--method", "ultra-ra", "--timesteps",
-                 str(TIMESTEPS), "--episodes", "2", "--eval-episodes", "5", "--seed", "3", "--llm", "local",
+                 str(TIMESTEPS), "--episodes", "1", "--eval-episodes", "5", "--seed", "3", "--llm", "local",
                  "--cache-dir", str(cache), "--run-dir", str(run_dir)])
     out = capsys.readouterr()
     assert code == 0, out.err
@@ -42,7 +42,7 @@ def test_same_seed_and_cached_llm_give_identical_runs(
     a, b = tmp_path / "a", tmp_path / "b"
 
     usage_b = json.loads((b / "llm_usage.json").read_text())
-    assert usage_b["calls"] == 0 and usage_b["cache_hits"] == 2
+    assert usage_b["calls"] == 0 and usage_b["cache_hits"] == 1
     for left, right in zip(load_trajectories(a / "trajectories.npz"), load_trajectories(b / "trajectories.npz")):
         np.testing.assert_array_equal(left.observations, right.observations)
         np.testing.assert_array_equal(left.actions, right.actions)

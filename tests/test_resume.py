@@ -24,7 +24,7 @@ TOTAL = 6 * 2048  # a multiple of PPO's rollout (n_steps 2048), so the budget is
 def _refine_cmd(agent: Path, run_dir: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "ultrarl", "refine", "CartPole-v1", "--agent", str(agent), "--method", "ultra-ra",
-        "--timesteps", str(TOTAL), "--checkpoint-every", "2048", "--episodes", "2", "--eval-episodes", "2",
+        "--timesteps", str(TOTAL), "--checkpoint-every", "2048", "--episodes", "1", "--eval-episodes", "2",
         "--run-dir", str(run_dir), *extra,
     ]
 
