@@ -8,9 +8,9 @@ import pytest
 # Tests never touch the user's LLM cache.
 os.environ.setdefault("ULTRARL_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".pytest_cache" / "llm"))
 
-# Under pytest-xdist (make test: two workers on two cores) each worker and the processes its tests
-# start compute on one thread: two workers that each spin two OpenMP (torch) or ggml (llama.cpp)
-# threads on two cores were slower together than one worker alone.
+# Under pytest-xdist (make test: two workers on two cores) each worker, and the processes its tests
+# start with its environment, compute on one thread: two workers that each spin two OpenMP (torch)
+# or ggml (llama.cpp) threads on two cores were slower together than one worker alone.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "ULTRARL_LLM_THREADS"):
         os.environ.setdefault(variable, "1")

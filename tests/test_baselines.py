@@ -108,6 +108,12 @@ def test_critical_state_resets_follow_p() -> None:
     for _ in range(400):
         mixed.reset()
     assert 0.18 < mixed.critical_starts / 400 < 0.32
+    # A resume restores the reset stream: the same choices as the uninterrupted wrapper from then on.
+    resumed = CriticalStateResets(make_env("CartPole-v1"), [snapshot], reset_prob=0.25, seed=99)
+    resumed.load_training_state(mixed.training_state())
+    choices = [[np.array_equal(w.reset()[0], obs) for _ in range(50)] for w in (mixed, resumed)]
+    assert choices[0] == choices[1] and any(choices[0]) and not all(choices[0])
+    assert (resumed.critical_starts, resumed.default_starts) == (mixed.critical_starts, mixed.default_starts)
 
 
 def test_rnd_bonus_falls_on_familiar_states_and_leaves_the_true_return() -> None:

@@ -205,10 +205,13 @@ def _results(bench: Path) -> dict[tuple[str, str], dict[str, str]]:
         return {(r["env"], r["method"]): r for r in csv.DictReader(f)}
 
 
-def test_a_row_does_not_depend_on_workers(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_a_row_does_not_depend_on_workers(tmp_path: Path, capsys,  # type: ignore[no-untyped-def]
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """In process (--workers 1) and in a pool (--workers 2), a job trains with one torch thread:
     the same row, whatever this process's own thread count."""
     torch = pytest.importorskip("torch")
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # not one already, as under make test's workers
+        monkeypatch.setenv(variable, "2")
     config = {**TINY, "methods": ["ppo"], "seeds": [0]}
     path = tmp_path / "bench.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -124,8 +124,9 @@ def _hopper_cmd(agent: Path, expert: Path, method: str, run_dir: Path, *extra: s
             "--run-dir", str(run_dir), *extra]
 
 
-# oracle: live advisor, guided segments, supervised term; rice: resets + RND (its RND state alone:
-# test_baselines.py, by default; the whole run behind the slow marker, for the default run's time)
+# oracle: live advisor, guided segments, supervised term; rice: resets + RND (the reset stream and
+# the RND predictor each round-trip in test_baselines.py by default; the whole run behind the slow
+# marker, for the default run's time)
 @pytest.mark.parametrize("method", [pytest.param("rice", marks=pytest.mark.slow), "oracle"])
 def test_sigkill_and_resume_ends_with_the_uninterrupted_runs_weights(
     hopper_agents: tuple[Path, Path], tmp_path: Path, method: str
