@@ -17,8 +17,8 @@ other, or both train it.
 - Every task's agents are admitted, not only made (``ADMISSION``; PongPoint-v0's have no check
   yet, its expert barely stronger than most of them, so it is not in standard.yaml): candidates
   in seed order, each checked with ``ultrarl plateau`` against the shipped expert; the task's
-  seeds are the first candidates judged stuck. Every candidate ships with its record, admitted or not. Agents made
-  for tuning (``TUNING``) are never candidates.
+  seeds are the first candidates judged stuck. Every candidate ships with its record, admitted or
+  not. Agents made for tuning (``TUNING``) are never candidates.
 - Experts (the oracle's advisor, an upper bound): on MountainCarContinuous-v0 a PPO policy
   network fitted by supervised learning to the energy-pumping controller a = sign(velocity)
   (reaches the flag from every start); on PongPoint-v0 a PPO policy fitted to a paddle that
