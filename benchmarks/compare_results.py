@@ -1,7 +1,7 @@
 """Whether a re-run of a bench reproduces its published rows: each run of ``rerun`` (a bench's
 ``results.csv``) against the row of the same task, method and seed in ``published``, every
-score compared as written (``before``, ``after``, ``after_std``, ``after_last``), so "equal"
-means equal to the last bit. Prints, per task and method, how many re-run rows are equal,
+column compared as written (the scores ``before``, ``after``, ``after_std``, ``after_last``
+among them), so "equal" means equal to the last bit. Prints, per task and method, how many re-run rows are equal,
 then each row that differs, and exits 1 if any does. Rows that only one file has are counted,
 not compared: a re-run of part of a grid (``--envs``, ``--only``) checks that part.
 
@@ -12,27 +12,27 @@ not compared: a re-run of part of a grid (``--envs``, ``--only``) checks that pa
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 from collections import defaultdict
 from pathlib import Path
 
-SCORES = ("before", "after", "after_std", "after_last")
+from ultrarl import run_dir as files
+from ultrarl.report.bench_report import RESULTS_FIELDS
 
 Key = tuple[str, str, int]
 
 
 def read_rows(path: Path) -> dict[Key, dict[str, str]]:
     """The finished rows of a ``results.csv``, by (env, method, seed)."""
-    with open(path, newline="") as f:
-        return {(row["env"], row["method"], int(row["seed"])): row
-                for row in csv.DictReader(f) if row["status"] == "done"}
+    rows, fields = files.read_csv(path)
+    if missing := [name for name in RESULTS_FIELDS if name not in fields]:
+        sys.exit(f"error: {path} is not a bench's {files.RESULTS}: it has no column {', '.join(missing)}")
+    return {(row["env"], row["method"], int(row["seed"])): row for row in rows if row["status"] == "done"}
 
 
 def differences(rerun: dict[str, str], published: dict[str, str]) -> list[str]:
-    """The scores that differ between two rows of the same run, as ``name: published -> rerun``."""
-    return [f"{name}: {published.get(name, '')} -> {rerun.get(name, '')}"
-            for name in SCORES if rerun.get(name, "") != published.get(name, "")]
+    """The columns that differ between two rows of the same run, as ``name: published -> rerun``."""
+    return [f"{name}: {published[name]} -> {rerun[name]}" for name in RESULTS_FIELDS if rerun[name] != published[name]]
 
 
 def compare(rerun_path: Path, published_path: Path) -> bool:

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from ultrarl.report.bench_report import RESULTS_FIELDS
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_results.py"
 PUBLISHED = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "standard_results.csv"
-FIELDS = ["env", "method", "kind", "seed", "status", "before", "after", "after_std", "after_last"]
 
 
 def _write(path: Path, rows: list[list[str]]) -> Path:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(FIELDS)
+        writer.writerow(RESULTS_FIELDS)
         writer.writerows(rows)
     return path
 
@@ -59,3 +60,12 @@ def test_a_missing_file_is_a_one_line_error(tmp_path: Path, missing: str) -> Non
     result = _compare(paths["rerun"], paths["published"])
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {tmp_path / 'absent.csv'} is not a file"
+
+
+def test_a_file_without_the_results_columns_is_a_one_line_error(tmp_path: Path) -> None:
+    other = tmp_path / "evaluations.csv"
+    other.write_text("timestep,mean\n10240,1.5\n")
+    result = _compare(other, PUBLISHED)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: {other} is not a bench's results.csv: it has no column env, method, "
+                                     "kind, seed, status, before, after, after_std, after_last")
