@@ -262,10 +262,11 @@ def test_truncated_episode_bootstraps_with_shaping_added_once() -> None:
 
 
 def test_guided_segment_keeps_the_advisor_in_control_until_it_ends_or_the_episode_does() -> None:
-    """hold_steps: after an override at a matched state the next hold_steps steps are overridden
-    too, far from any table entry; the end of the episode ends the segment."""
+    """A table entry's plan of 4 steps: after an override at a matched state the next 3 steps are
+    overridden too, far from any table entry; the end of the episode ends the segment."""
     table = _table("CartPole-v1", np.array(1, dtype=np.int64), radius=0.1)
-    settings = ModulationSettings(override_prob=1.0, anneal_override=False, bc_weight=0.0, hold_steps=3)
+    table.plans, table.plan_lengths = np.ones((1, 4), dtype=np.int64), np.array([4])
+    settings = ModulationSettings(override_prob=1.0, anneal_override=False, bc_weight=0.0)
     modulation = Modulation(table, override_actions=True, shape_rewards=False, settings=settings)
     space = make_vec_env("CartPole-v1", n_envs=1, seed=0).action_space
     near, far = table.observations[0], table.observations[0] + 50.0

@@ -3,10 +3,12 @@ cores, offline.
 
 PPO with SB3's defaults learns to stand still on MountainCar (the engine costs energy, the flag
 is never found): a stuck agent, not an under-trained one. The demo trains one, then refines it
-on the same budget and seed three ways: continued PPO (the baseline), ULTRA-RA with the embedded
-LLM, and the expert oracle (an expert policy as the advisor: what good advice does, an upper
-bound, not a competitor). All four are evaluated without guidance on the same episodes. The
-stuck agent and the expert are made once and reused while their settings stay the same.
+on the same budget and seed four ways: continued PPO (the baseline), ULTRA-RA with the embedded
+LLM, and two upper bounds with an expert policy as the advisor: the offline oracle, asked once
+and read through ULTRA-RA's own channel (what ULTRA makes of good advice), and the live oracle,
+asked at every visited state (what the machinery makes of it). All five are evaluated without
+guidance on the same episodes. The stuck agent and the expert are made once and reused while
+their settings stay the same.
 """
 
 from __future__ import annotations
@@ -32,6 +34,19 @@ TOKEN_BUDGET = 1500  # the embedded model reads ~170 prompt tokens/s on 2 cores
 EVAL_EPISODES = 20
 
 
+# The refinements, each on the same budget and seed, in the order they run.
+DEMO_METHODS = {
+    "ppo": "continued PPO on the same budget and seed (the baseline)",
+    "ultra-ra": "ULTRA-RA: the embedded LLM explains the agent's episodes once, its advice guides refinement",
+    "oracle-offline": "the offline oracle: an expert answers in the LLM's place, once, through ULTRA-RA's channel "
+                      "(an upper bound)",
+    "oracle": "the live oracle: the expert asked at every visited state (the machinery's upper bound)",
+}
+LABELS = {"ppo": "continued PPO", "ultra-ra": "ULTRA-RA (embedded LLM)",
+          "oracle-offline": "oracle-offline (expert asked once; upper bound of ULTRA's channel)",
+          "oracle": "oracle (expert asked live; upper bound of the machinery)"}
+
+
 def _made_once(path: Path, wanted: dict[str, object], make: object, what: str) -> Path:
     """``path`` made by ``make(path)`` unless a stamp says it was made with ``wanted`` before."""
     stamp = path.with_suffix(".json")
@@ -53,48 +68,46 @@ def _refined(method: str, run_dir: Path, common: dict[str, object]) -> RefineOut
 def run_demo(run_dir: Path, llm: str = "local") -> dict[str, object]:
     start = time.perf_counter()
     run_dir.mkdir(parents=True, exist_ok=True)
-    console.print(f"[bold]1/5[/] a stuck PPO agent on {DEMO_ENV} (SB3 defaults, {PRETRAIN_STEPS} steps) ...")
+    stages = 2 + len(DEMO_METHODS)
+    console.print(f"[bold]1/{stages}[/] a stuck PPO agent on {DEMO_ENV} (SB3 defaults, {PRETRAIN_STEPS} steps) ...")
     agent = _made_once(run_dir / "agent.zip", {"env_id": DEMO_ENV, "seed": DEMO_SEED, "timesteps": PRETRAIN_STEPS},
                        lambda out: pretrain(PretrainSettings(env_id=DEMO_ENV, timesteps=PRETRAIN_STEPS,
                                                              seed=DEMO_SEED, out=str(out))), "the stuck agent")
-    console.print("[bold]2/5[/] the oracle's expert: a policy fitted to the pumping controller a = sign(velocity) ...")
+    console.print(f"[bold]2/{stages}[/] the oracle's expert: a policy fitted to the pumping controller "
+                  "a = sign(velocity) ...")
     expert = _made_once(run_dir / "expert.zip", {"controller": "sign(velocity)", "seed": EXPERT_SEED},
                         pumping_expert, "the expert")
     common = dict(env_id=DEMO_ENV, agent=str(agent), seed=DEMO_SEED, episodes=EPISODES, llm={"model": llm},
                   token_budget=TOKEN_BUDGET, timesteps=REFINE_STEPS, eval_episodes=EVAL_EPISODES, expert=str(expert))
-    console.print("[bold]3/5[/] continued PPO on the same budget and seed (the baseline) ...")
-    ppo = _refined("ppo", run_dir, common)
-    console.print("[bold]4/5[/] ULTRA-RA: the embedded LLM explains the agent's episodes, its advice guides refinement ...")
-    ultra = _refined("ultra-ra", run_dir, common)
-    console.print("[bold]5/5[/] the oracle: the same machinery with an expert as the advisor (an upper bound) ...")
-    oracle = _refined("oracle", run_dir, common)
-    return _summarise(run_dir, ultra, ppo, oracle, time.perf_counter() - start)
+    outcomes = {}
+    for step, (method, what) in enumerate(DEMO_METHODS.items(), start=3):
+        console.print(f"[bold]{step}/{stages}[/] {what} ...")
+        outcomes[method] = _refined(method, run_dir, common)
+    return _summarise(run_dir, outcomes, time.perf_counter() - start)
 
 
-def _summarise(
-    run_dir: Path, ultra: RefineOutcome, ppo: RefineOutcome, oracle: RefineOutcome, wall: float
-) -> dict[str, object]:
+def _summarise(run_dir: Path, outcomes: dict[str, RefineOutcome], wall: float) -> dict[str, object]:
+    ultra, oracle = outcomes["ultra-ra"], outcomes["oracle"]
     console.print(critical_states_table(ultra.states, limit=6))
-    evaluations = {"stuck agent": ultra.before, "continued PPO": ppo.after, "ULTRA-RA (embedded LLM)": ultra.after,
-                   "oracle (expert advice; upper bound)": oracle.after}
+    evaluations = {"stuck agent": ultra.before, **{LABELS[m]: o.after for m, o in outcomes.items()}}
     console.print(returns_table(evaluations))
-    usage = ultra.usage
+    usage, trust = ultra.usage, ultra.modulation
     console.print(
-        f"LLM calls {usage['calls']}, cache hits {usage['cache_hits']}, failures {usage['failures']}; the oracle "
-        f"executed the expert's action on {oracle.modulation['override_rate']:.1%} of its refinement steps. "
+        f"LLM calls {usage['calls']}, cache hits {usage['cache_hits']}, failures {usage['failures']}. ULTRA-RA "
+        f"executed {trust['plans_executed']} plans of the LLM's advice, {trust['plans_beat_agent']} beat the agent; "
+        f"it imitated {trust['imitated_steps']} executed steps and dropped {trust['entries_dropped']} of "
+        f"{trust['entries']} table entries whose advice never beat the agent. The live oracle executed the "
+        f"expert's action on {oracle.modulation['override_rate']:.1%} of its refinement steps. "
         "The embedded 135M model proves the pipeline, not insight: --llm openai:MODEL asks a real one. "
         f"Demo wall time {wall:.0f} s; everything is in {run_dir}/"
     )
     summary = {
         "env_id": DEMO_ENV,
         "before": ultra.before.to_dict(),
-        "after_ppo": ppo.after.to_dict(),
-        "after_ultra_ra": ultra.after.to_dict(),
-        "after_oracle": oracle.after.to_dict(),
-        "modulation": {"ultra-ra": ultra.modulation, "oracle": oracle.modulation},
+        **{f"after_{m.replace('-', '_')}": o.after.to_dict() for m, o in outcomes.items()},
+        "modulation": {m: o.modulation for m, o in outcomes.items() if m != "ppo"},
         "llm_usage": usage,
-        "throughput_steps_per_s": {"ppo": ppo.steps_per_second, "ultra-ra": ultra.steps_per_second,
-                                   "oracle": oracle.steps_per_second},
+        "throughput_steps_per_s": {m: o.steps_per_second for m, o in outcomes.items()},
         "wall_time_s": wall,
     }
     write_json(run_dir / "summary.json", summary)

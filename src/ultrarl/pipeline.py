@@ -97,7 +97,8 @@ def preview_prompts(settings: ExplainSettings) -> list[EpisodePrompt]:
     trajectories = collect_trajectories(agent, settings.env_id, settings.episodes, settings.seed,
                                         deterministic=settings.deterministic_rollouts)
     describer = make_describer(settings, agent)
-    return [build_episode_prompt(t, describer, count_tokens, settings.critical_steps, settings.token_budget)
+    return [build_episode_prompt(t, describer, count_tokens, settings.critical_steps, settings.token_budget,
+                                 settings.guidance.plan_steps)
             for t in trajectories]
 
 

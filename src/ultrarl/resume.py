@@ -57,7 +57,7 @@ def read_identification(
         trajectories = collect_trajectories(agent, settings.env_id, settings.episodes, settings.seed,
                                             deterministic=settings.deterministic_rollouts, keep_snapshots=True)
     advisor = None
-    if method.identify == "expert" and settings.expert is not None:
+    if method.live_advisor and settings.expert is not None:
         advisor = expert_advisor(load_checked_agent(settings.expert, settings.env_id))
     return Identification(states, table, usage, trajectories, advisor), EvalResult(**before)
 

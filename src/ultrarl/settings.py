@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ultrarl.envs.factory import import_gym_packages
+from ultrarl.envs.snapshot import supports_snapshots
 from ultrarl.errors import UltraRLError, checked_value
 from ultrarl.explain.fidelity import FidelitySettings
 from ultrarl.guidance.table import GuidanceSettings
@@ -83,8 +84,10 @@ class IdentifySettings(ExplainSettings):
 
     mask_alpha: float = Field(0.01, ge=0, description="α, the mask network's bonus per blinded step")
     mask_timesteps: int = Field(20_000, gt=0, description="training budget of the mask network (environment steps of PPO)")
-    expert: str | None = Field(None, description="the advisor of --method oracle: an SB3 PPO, SAC, TD3 or DQN zip, or an "
-                                                 "RL Zoo run folder")
+    expert: str | None = Field(None, description="the advisor of --method oracle and oracle-offline: an SB3 PPO, SAC, "
+                                                 "TD3 or DQN zip, or an RL Zoo run folder")
+    advice_noise: float = Field(0.0, ge=0, le=1, description="probability that each advice is replaced by uniformly "
+                                                             "random advice (to measure how good advice must be)")
 
 
 class RefineSettings(IdentifySettings):
@@ -122,7 +125,13 @@ class RefineSettings(IdentifySettings):
 
     @property
     def effective_reset_prob(self) -> float:
-        return self.reset_prob if self.reset_prob is not None else self.method_spec.reset_prob
+        """The probability set, else the method's default; a default needs snapshots, so an
+        environment that has none starts every episode at its own start instead."""
+        if self.reset_prob is not None:
+            return self.reset_prob
+        default = self.method_spec.reset_prob
+        return default if default == 0 or self.method_spec.identify in ("mask", "random") \
+            or supports_snapshots(self.env_id) else 0.0
 
     @property
     def effective_rnd_weight(self) -> float:
@@ -131,14 +140,13 @@ class RefineSettings(IdentifySettings):
     @property
     def effective_modulation(self) -> ModulationSettings:
         """The modulation settings with the method's defaults filled in."""
-        hold = self.modulation.hold_steps
-        return self.modulation.model_copy(
-            update={"hold_steps": hold if hold is not None else self.method_spec.hold_steps}
-        )
+        return self.modulation.for_method(self.method_spec)
 
     @property
     def needs_snapshots(self) -> bool:
-        return self.effective_reset_prob > 0 or (self.verify.enabled and self.method_spec.asks_llm)
+        return self.effective_reset_prob > 0 or (self.verify.enabled and self.method_spec.asks_llm) \
+            or (self.method_spec.identify == "expert" and not self.method_spec.live_advisor
+                and supports_snapshots(self.env_id))
 
 
 class FidelityRunSettings(IdentifySettings):

@@ -15,6 +15,7 @@ from ultrarl.envs.rollout import Trajectory, collect_trajectories, save_trajecto
 from ultrarl.envs.snapshot import Snapshot
 from ultrarl.errors import UltraRLError
 from ultrarl.evaluate.evaluation import EvalResult, evaluate_agent
+from ultrarl.explain.baselines import corrupt_advice
 from ultrarl.explain.explainer import CriticalState, Explainer, write_explanations
 from ultrarl.explain.identify import IdentifyContext, identify_critical_states
 from ultrarl.explain.oracle import expert_advisor
@@ -93,14 +94,17 @@ def identify(settings: ExplainSettings, method: Method, run_dir: Path, agent: PP
         save_trajectories(trajectories, run_dir / files.TRAJECTORIES)
     ctx = _context(settings, agent, trajectories, run_dir, method)
     states = identify_critical_states(method.identify, ctx)
+    if isinstance(settings, IdentifySettings) and method.suggests and trajectories:
+        states = corrupt_advice(states, ctx.describer.action_space, settings.advice_noise,
+                                settings.guidance.plan_steps, settings.seed)
     usage = ctx.explainer.llm.ledger.to_dict() if ctx.explainer else UsageLedger().to_dict()
     states = _checked(settings, method, states, trajectories, agent, run_dir)
     table = GuidanceTable.from_explanations(states, trajectories, settings.guidance) if method.guided else None
     _write_identification(settings, method, run_dir, ctx, states, table, usage, time.perf_counter() - start)
     if method.identify != "none":
         console.print(f"{len(states)} critical states identified ({method.identify}) in "
-                      f"{time.perf_counter() - start:.1f} s" + (f"; guidance table {table.summary()}" if table else ""))
-    advisor = expert_advisor(ctx.expert) if ctx.expert is not None else None
+                      f"{time.perf_counter() - start:.1f} s" + (f"; guidance table: {table.summary()}" if table else ""))
+    advisor = expert_advisor(ctx.expert) if ctx.expert is not None and method.live_advisor else None
     return Identification(states, table, usage, trajectories, advisor)
 
 
@@ -110,6 +114,8 @@ def _context(
     describer = make_describer(settings, agent) if trajectories else None
     ctx = IdentifyContext(agent, settings.env_id, trajectories, describer, settings.critical_steps,  # type: ignore[arg-type]
                           settings.seed)
+    ctx.plan_steps = settings.guidance.plan_steps
+    ctx.expert_plans = method.identify == "expert" and not method.live_advisor
     if isinstance(settings, IdentifySettings):
         ctx.mask_timesteps, ctx.mask_alpha = settings.mask_timesteps, settings.mask_alpha
         if method.identify == "expert" and settings.expert is not None:  # a missing one: the identifier says so
@@ -117,7 +123,7 @@ def _context(
     if method.asks_llm:
         llm = make_llm_client(settings.llm, seed=settings.seed)
         ctx.explainer = Explainer(llm, describer, k=settings.critical_steps,  # type: ignore[arg-type]
-                                  token_budget=settings.token_budget)
+                                  token_budget=settings.token_budget, plan_steps=settings.guidance.plan_steps)
         ctx.on_episode = _progress_printer(ctx, run_dir)
         console.print(f"asking the LLM ({llm.spec}) for critical states ...")
     return ctx

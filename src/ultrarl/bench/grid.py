@@ -36,7 +36,7 @@ from ultrarl import run_dir as files
 from ultrarl.errors import UltraRLError, checked_value
 from ultrarl.evaluate.evaluation import EvalResult
 from ultrarl.experts import EXPERT_SEED  # the oracle's expert is trained once per environment, on its own seed
-from ultrarl.methods import get_method
+from ultrarl.methods import METHODS, get_method
 from ultrarl.pipeline import pretrain, refine_agent
 from ultrarl.refine.refiner import load_checked_agent
 from ultrarl.report.bench_report import task_config
@@ -451,7 +451,7 @@ def plan_jobs(config: BenchConfig, bench_dir: Path) -> tuple[list[Job], list[Job
     data = config.model_dump(mode="json")
     agents = [Job("agent", env, seed, str(bench_dir), data) for env in config.envs
               for seed in config.for_env(env).seeds if env not in config.agents]
-    wants_oracle = any(m.method == "oracle" for m in config.methods)
+    wants_oracle = any(METHODS[m.method].identify == "expert" for m in config.methods)
     expert_envs = sorted({expert_env(config, env) for env in config.envs if env not in config.experts})
     experts = [Job("expert", env, EXPERT_SEED, str(bench_dir), data) for env in expert_envs] if wants_oracle else []
     runs = [

@@ -1,5 +1,6 @@
 """Critical states without an LLM, for the baselines: the mask network (StateMask-R, RICE),
-uniformly random steps (``random``) and the expert advisor (``oracle``).
+uniformly random steps (``random``), uniformly random advice (``random-advice``, the lower bound
+of advice) and the expert advisor (``oracle``).
 
 Each returns the same ``CriticalState`` records as the LLM path, so explanations.jsonl, the
 report and the reset pool are built the same way for every method.
@@ -7,6 +8,7 @@ report and the reset pool are built the same way for every method.
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 
 from ultrarl.envs.rollout import Trajectory
@@ -53,3 +55,60 @@ def random_critical_states(
         for trajectory in trajectories
         for step in random_critical_steps(trajectory, k, rng)
     ]
+
+
+RANDOM_PLAN_SEGMENTS = 4  # at most this many held actions in a random plan, as an LLM writes a few
+
+
+def random_advice(action_space: gym.Space, plan_steps: int, rng: np.random.Generator
+                  ) -> tuple[int | list[float], list[int | list[float]], float]:
+    """Advice worth nothing: a plan of 1-4 uniformly random actions, each held for a share of a
+    uniformly random length of 1..``plan_steps`` steps, and a uniformly random rating.
+    Returns (suggested action, the plan's further actions, rating)."""
+    length = int(rng.integers(1, plan_steps + 1))
+    segments = int(rng.integers(1, min(RANDOM_PLAN_SEGMENTS, length) + 1))
+    cuts = np.sort(rng.choice(np.arange(1, length), size=segments - 1, replace=False)) if segments > 1 else []
+    bounds = [0, *cuts, length]
+    plan: list[int | list[float]] = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        plan += [as_json_action(np.asarray(_uniform_action(action_space, rng)))] * int(end - start)
+    return plan[0], plan[1:], float(rng.uniform(-1.0, 1.0))
+
+
+def _uniform_action(action_space: gym.Space, rng: np.random.Generator) -> np.ndarray:
+    if isinstance(action_space, gym.spaces.Discrete):
+        return np.asarray(int(action_space.start) + int(rng.integers(int(action_space.n))))
+    return rng.uniform(action_space.low, action_space.high).astype(np.float32)  # type: ignore[attr-defined]
+
+
+def random_advice_states(
+    trajectories: list[Trajectory], describer: StateDescriber, k: int, seed: int, plan_steps: int
+) -> list[CriticalState]:
+    """Uniformly random steps with uniformly random advice, in the LLM's answer format."""
+    rng = np.random.default_rng(seed)
+    states = []
+    for trajectory in trajectories:
+        for step in random_critical_steps(trajectory, k, rng):
+            suggested, plan, rating = random_advice(describer.action_space, plan_steps, rng)
+            record = _record(trajectory, step, describer, "uniformly random advice (lower bound)")
+            states.append(record.model_copy(update={
+                "suggested_action": suggested, "plan": plan, "implicit_reward": rating,
+                "suggested_action_text": describer.describe_action(np.asarray(suggested))}))
+    return states
+
+
+def corrupt_advice(states: list[CriticalState], action_space: gym.Space, probability: float, plan_steps: int,
+                   seed: int) -> list[CriticalState]:
+    """Each state's advice replaced, with ``probability``, by uniformly random advice (how good
+    must advice be to help?); the states themselves stay."""
+    if probability <= 0:
+        return states
+    rng = np.random.default_rng(seed)
+    corrupted = []
+    for state in states:
+        if rng.random() < probability:
+            suggested, plan, rating = random_advice(action_space, plan_steps, rng)
+            state = state.model_copy(update={"suggested_action": suggested, "plan": plan, "implicit_reward": rating,
+                                             "rationale": "replaced by uniformly random advice (advice_noise)"})
+        corrupted.append(state)
+    return corrupted

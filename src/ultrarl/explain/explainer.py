@@ -35,6 +35,9 @@ class CriticalState(BaseModel):
     suggested_action_text: str
     agent_action_text: str
     frame: str | None = None  # picture of the state, relative to the run directory (--save-frames)
+    # The advisor's further actions after the suggested one, one per step: refinement executes the
+    # suggestion and then these from a matched state (empty: the suggestion alone).
+    plan: list[int | list[float]] = []
 
 
 def as_json_action(action: np.ndarray) -> int | list[float]:
@@ -43,16 +46,19 @@ def as_json_action(action: np.ndarray) -> int | list[float]:
 
 
 class Explainer:
-    def __init__(self, llm: LLMClient, describer: StateDescriber, k: int = 3, token_budget: int = 3000) -> None:
+    def __init__(self, llm: LLMClient, describer: StateDescriber, k: int = 3, token_budget: int = 3000,
+                 plan_steps: int = 1) -> None:
         self.llm = llm
         self.describer = describer
         self.k = k
         self.token_budget = token_budget
+        self.plan_steps = plan_steps
         self.cache_keys: dict[int, str] = {}  # episode -> LLM cache key, for the run's manifest
         self._fatal: LLMUnavailableError | None = None  # once set, no further question is sent
 
     def prompt_for(self, trajectory: Trajectory) -> EpisodePrompt:
-        return build_episode_prompt(trajectory, self.describer, self.llm.count_tokens, self.k, self.token_budget)
+        return build_episode_prompt(trajectory, self.describer, self.llm.count_tokens, self.k, self.token_budget,
+                                    self.plan_steps)
 
     def explain_episode(self, trajectory: Trajectory) -> list[CriticalState]:
         prompt = self.prompt_for(trajectory)
@@ -60,9 +66,8 @@ class Explainer:
                                                                prompt.shared_prefix)
 
         def validate(value: Any) -> ValidatedAnswer:
-            return validate_answer(
-                value, trajectory.length, self.describer.action_space, self.describer.spec.action_names, self.k
-            )
+            return validate_answer(value, trajectory.length, self.describer.action_space,
+                                   self.describer.spec.action_names, self.k, self.plan_steps)
 
         if self._fatal is not None:
             raise self._fatal
@@ -84,6 +89,7 @@ class Explainer:
             step=step,
             rationale=advice.rationale,
             suggested_action=advice.suggested_action,
+            plan=list(advice.plan),
             implicit_reward=advice.implicit_reward,
             agent_action=as_json_action(agent_action),
             return_so_far=return_so_far(trajectory, step),

@@ -17,10 +17,10 @@ from stable_baselines3 import PPO
 from ultrarl.envs.actions import equivalent_actions
 from ultrarl.envs.rollout import Trajectory
 from ultrarl.errors import UltraRLError
-from ultrarl.explain.baselines import mask_critical_states, random_critical_states
+from ultrarl.explain.baselines import mask_critical_states, random_advice_states, random_critical_states
 from ultrarl.explain.explainer import CriticalState, Explainer
 from ultrarl.explain.mask_network import train_mask_network
-from ultrarl.explain.oracle import oracle_critical_states
+from ultrarl.explain.oracle import expert_plans, oracle_critical_states
 from ultrarl.interpret.describer import StateDescriber
 from ultrarl.methods import Identifier
 
@@ -34,6 +34,8 @@ class IdentifyContext:
     :param mask_timesteps: training budget of the mask network (``mask``)
     :param mask_alpha: the mask network's bonus per blinded step
     :param expert: the expert policy (``expert``)
+    :param plan_steps: the longest plan an advisor gives (``random-advice``; the offline expert's)
+    :param expert_plans: the expert answers with plans, played from snapshots (the offline oracle)
     """
 
     agent: PPO
@@ -47,6 +49,8 @@ class IdentifyContext:
     mask_timesteps: int = 20_000
     mask_alpha: float = 0.01
     expert: PPO | None = None
+    plan_steps: int = 1
+    expert_plans: bool = False
     details: dict[str, Any] = field(default_factory=dict)  # what the identifier reports (timings, ...)
     artifacts: dict[str, Any] = field(default_factory=dict)  # what it produced besides states (the mask network)
 
@@ -70,8 +74,15 @@ def _by_random(ctx: IdentifyContext) -> list[CriticalState]:
 def _by_expert(ctx: IdentifyContext) -> list[CriticalState]:
     if ctx.expert is None:
         raise UltraRLError("--method oracle needs --expert PATH.zip, an expert SB3 PPO agent for the environment")
-    return oracle_critical_states(ctx.expert, ctx.agent, ctx.trajectories, ctx.describer, ctx.k,
-                                  equivalent_actions(ctx.env_id))
+    states = oracle_critical_states(ctx.expert, ctx.agent, ctx.trajectories, ctx.describer, ctx.k,
+                                    equivalent_actions(ctx.env_id))
+    if ctx.expert_plans:
+        states = expert_plans(ctx.expert, ctx.env_id, states, ctx.trajectories, ctx.plan_steps)
+    return states
+
+
+def _by_random_advice(ctx: IdentifyContext) -> list[CriticalState]:
+    return random_advice_states(ctx.trajectories, ctx.describer, ctx.k, ctx.seed, ctx.plan_steps)
 
 
 def _none(ctx: IdentifyContext) -> list[CriticalState]:
@@ -84,6 +95,7 @@ IDENTIFIERS: dict[Identifier, Callable[[IdentifyContext], list[CriticalState]]] 
     "mask": _by_mask,
     "random": _by_random,
     "expert": _by_expert,
+    "random-advice": _by_random_advice,
 }
 
 

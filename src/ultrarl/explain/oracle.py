@@ -7,6 +7,10 @@ expert's deterministic action; the implicit reward rates the agent's own action 
 to the expert's (``rate_action``: +1 equal, -1 a full range apart or, discrete, a different
 action). During refinement the expert can also be asked live at every matched state
 (``ModulationSettings.live_advisor``), which is the machinery's true upper bound.
+
+The offline oracle answers once, as an LLM does, in the LLM's answer format: at each critical
+state, its action and then its plan, the actions it takes from that state on for the plan's
+length, found by playing the expert from the state's snapshot (``expert_plans``).
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from gymnasium.spaces import Discrete
 from stable_baselines3 import PPO
 
 from ultrarl.envs.actions import action_distance, rate_action
+from ultrarl.envs.factory import make_env
 from ultrarl.envs.rollout import Trajectory
+from ultrarl.envs.snapshot import restore_snapshot
 from ultrarl.explain.explainer import CriticalState, as_json_action
 from ultrarl.explain.prompts import return_so_far
 from ultrarl.interpret.describer import StateDescriber
@@ -74,3 +80,31 @@ def oracle_critical_states(
                 )
             )
     return states
+
+
+def expert_plans(expert: PPO, env_id: str, states: list[CriticalState], trajectories: list[Trajectory],
+                 plan_steps: int) -> list[CriticalState]:
+    """Each state with the expert's plan: the actions it takes after its suggestion, playing
+    deterministically from the state's snapshot for up to ``plan_steps`` steps in all (fewer if
+    the episode ends). Without snapshots, a state keeps its suggestion alone."""
+    by_episode = {t.episode: t for t in trajectories}
+    env = make_env(env_id, seed=0)
+    try:
+        planned = []
+        for state in states:
+            snapshots = by_episode[state.episode].snapshots
+            if snapshots is None or plan_steps <= 1:
+                planned.append(state)
+                continue
+            obs = restore_snapshot(env, snapshots[state.step])
+            actions = []
+            for _ in range(plan_steps):
+                action, _ = expert.predict(np.asarray(obs, dtype=np.float32), deterministic=True)
+                actions.append(as_json_action(np.asarray(action)))
+                obs, _, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    break
+            planned.append(state.model_copy(update={"suggested_action": actions[0], "plan": actions[1:]}))
+        return planned
+    finally:
+        env.close()

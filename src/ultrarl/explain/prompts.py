@@ -14,8 +14,9 @@ from ultrarl.interpret.compress import compress_episode
 from ultrarl.interpret.describer import StateDescriber
 from ultrarl.llm.backend import Messages
 
-PROMPT_VERSION = "one-pass/v1"
-_TEMPLATES = {"system": "system_v1.j2", "user": "user_v1.j2"}
+PROMPT_VERSION = "one-pass/v2"
+_TEMPLATES = {"system": "system_v1.j2", "user": "user_v2.j2"}
+PLAN_SEGMENTS = 4  # an answer's plan: at most this many held actions
 # Chat-template wrapping (role markers, BOS) the token count of the raw text does not see.
 CHAT_OVERHEAD_TOKENS = 24
 
@@ -49,7 +50,7 @@ class EpisodePrompt:
         return f"{head}\n{body}\n"
 
 
-def answer_schema(describer: StateDescriber, shown_steps: list[int], k: int) -> dict[str, Any]:
+def answer_schema(describer: StateDescriber, shown_steps: list[int], k: int, plan_steps: int = 1) -> dict[str, Any]:
     """JSON schema of the answer. Servers with grammar support constrain step and action shape
     with it; numeric bounds are ignored by some (llama.cpp), so validation never relies on it."""
     if describer.discrete:
@@ -70,9 +71,20 @@ def answer_schema(describer: StateDescriber, shown_steps: list[int], k: int) -> 
                         "step": {"type": "integer", "enum": shown_steps},
                         "rationale": {"type": "string", "maxLength": 300},
                         "suggested_action": action,
+                        "plan": {
+                            "type": "array",
+                            "maxItems": PLAN_SEGMENTS if plan_steps > 1 else 0,
+                            "items": {
+                                "type": "object",
+                                "properties": {"action": action,
+                                               "steps": {"type": "integer", "minimum": 1,
+                                                         "maximum": max(1, plan_steps - 1)}},
+                                "required": ["action", "steps"],
+                            },
+                        },
                         "implicit_reward": {"type": "number", "minimum": -1, "maximum": 1},
                     },
-                    "required": ["step", "rationale", "suggested_action", "implicit_reward"],
+                    "required": ["step", "rationale", "suggested_action", "plan", "implicit_reward"],
                 },
             }
         },
@@ -103,6 +115,7 @@ def build_episode_prompt(
     count_tokens: Any,
     k: int = 3,
     token_budget: int = 3000,
+    plan_steps: int = 1,
 ) -> EpisodePrompt:
     """Render the prompt for one episode, compressing its steps so the whole prompt fits."""
     lines = episode_lines(trajectory, describer)
@@ -116,6 +129,8 @@ def build_episode_prompt(
         "k": k,
         "action_instructions": describer.action_instructions(),
         "action_example": _action_example(describer),
+        "plan_steps": plan_steps,
+        "plan_segments": PLAN_SEGMENTS,
     }
     system = _env.get_template(_TEMPLATES["system"]).render()
     user_template = _env.get_template(_TEMPLATES["user"])
@@ -134,7 +149,7 @@ def build_episode_prompt(
     return EpisodePrompt(
         episode=trajectory.episode,
         messages=messages,
-        schema=answer_schema(describer, shown, k),
+        schema=answer_schema(describer, shown, k, plan_steps),
         shown_steps=shown,
         prompt_tokens=count_tokens(system) + count_tokens(user) + CHAT_OVERHEAD_TOKENS,
         uncompressed_tokens=uncompressed,

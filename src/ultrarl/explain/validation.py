@@ -35,6 +35,7 @@ class Advice:
     rationale: str
     suggested_action: int | list[float]
     implicit_reward: float
+    plan: tuple[int | list[float], ...] = ()  # the further actions, one per step, after the suggested one
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ def validate_answer(
     action_space: gym.Space,
     action_names: tuple[str, ...],
     k: int,
+    plan_steps: int = 1,
 ) -> ValidatedAnswer:
     """The usable advice in an answer. Raises InvalidAnswer when nothing in it is usable."""
     if not isinstance(value, dict):
@@ -124,7 +126,7 @@ def validate_answer(
     result = ValidatedAnswer(advice=[])
     seen_steps: set[int] = set()
     for item in items:
-        parsed = _parse_item(item, episode_length, action_space, action_names)
+        parsed = _parse_item(item, episode_length, action_space, action_names, plan_steps)
         if len(result.advice) >= k:
             parsed = Dropped(f"more than {k} critical steps")
         elif not isinstance(parsed, Dropped) and parsed[0].step in seen_steps:
@@ -145,7 +147,7 @@ def validate_answer(
 
 
 def _parse_item(
-    item: Any, episode_length: int, action_space: gym.Space, action_names: tuple[str, ...]
+    item: Any, episode_length: int, action_space: gym.Space, action_names: tuple[str, ...], plan_steps: int
 ) -> tuple[Advice, int] | Dropped:
     """One critical step as advice and its number of clipped fields, or why it is dropped."""
     if not isinstance(item, dict):
@@ -163,8 +165,35 @@ def _parse_item(
     reward = _finite_number(item.get("implicit_reward"))
     if reward is None:
         return Dropped(f"implicit reward {str(item.get('implicit_reward'))[:40]!r} is not a finite number")
-    clipped = action[1] + int(not -1.0 <= reward <= 1.0)
-    return Advice(step, rationale, action[0], min(1.0, max(-1.0, reward))), clipped
+    plan, plan_clipped = _parse_plan(item.get("plan"), action_space, action_names, plan_steps - 1)
+    clipped = action[1] + int(not -1.0 <= reward <= 1.0) + plan_clipped
+    return Advice(step, rationale, action[0], min(1.0, max(-1.0, reward)), plan), clipped
+
+
+def _parse_plan(
+    value: Any, action_space: gym.Space, action_names: tuple[str, ...], max_steps: int
+) -> tuple[tuple[int | list[float], ...], int]:
+    """The plan's segments ({"action", "steps"}) as one action per step, at most ``max_steps``;
+    it ends at the first segment that cannot be read. Returns the actions and 1 if anything was
+    cut or clipped (a missing plan is no plan: the suggestion alone)."""
+    if value is None or max_steps <= 0:
+        return (), 0
+    if not isinstance(value, list):
+        return (), 1
+    actions: list[int | list[float]] = []
+    cut = 0
+    for segment in value:
+        steps = _finite_number(segment.get("steps")) if isinstance(segment, dict) else None
+        action = _parse_action(segment.get("action"), action_space, action_names) if isinstance(segment, dict) else ""
+        if steps is None or steps < 1 or steps != int(steps) or isinstance(action, str):
+            return tuple(actions), 1
+        cut |= action[1]
+        room = max_steps - len(actions)
+        cut |= int(steps) > room
+        actions += [action[0]] * min(int(steps), room)
+        if len(actions) >= max_steps:
+            break
+    return tuple(actions), int(cut)
 
 
 def _parse_action(

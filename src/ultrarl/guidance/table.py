@@ -10,9 +10,11 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
+import gymnasium as gym
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from ultrarl.envs.actions import action_distance
 from ultrarl.envs.rollout import Trajectory
 from ultrarl.errors import UltraRLError
 from ultrarl.explain.explainer import CriticalState
@@ -37,10 +39,21 @@ class GuidanceSettings(BaseModel):
         0, ge=0, description="also enter the states up to this many steps before and after each critical step (ours)"
     )
     deduplicate: bool = Field(True, description="drop entries within the match radius of an earlier entry")
+    plan_steps: int = Field(
+        128, ge=1, description="longest plan of an advice (steps, the suggested action included): how long advice "
+                               "given once is followed from a matched state (ours; 1: the suggested action alone)"
+    )
 
 
 @dataclass
 class GuidanceTable:
+    """The advice of one identification, as refinement reads it.
+
+    An entry's *plan* is the action sequence the advisor gave for the critical state: the
+    suggested action first, then the further actions it said to take (``plan_lengths`` of them in
+    all). Advice given once lasts: refinement executes the whole plan from a matched state.
+    """
+
     observations: np.ndarray  # (n, obs_dim) raw critical observations
     suggested_actions: np.ndarray  # (n,) int for discrete, (n, act_dim) float for continuous
     implicit_rewards: np.ndarray  # (n,) in [-1, 1], the rating of the agent's own action there
@@ -49,9 +62,42 @@ class GuidanceTable:
     obs_std: np.ndarray  # per-dimension scale of the matching metric (see GuidanceSettings.match_scale)
     epsilon: float  # match radius in the normalised space
     reward_scale: float  # mean |r| per step of the collected data, scales the implicit reward
+    rated_actions: np.ndarray | None = None  # (n, ...) the agent's own action that implicit_rewards rates
+    plans: np.ndarray | None = None  # (n, max plan length, ...) each entry's plan, padded with its last action
+    plan_lengths: np.ndarray | None = None  # (n,) actions in each plan (>= 1)
+
+    def __post_init__(self) -> None:
+        # A table without plans (one from before plans, or built by hand) advises one step per entry.
+        if self.plans is None or self.plan_lengths is None:
+            self.plans = self.suggested_actions[:, None].copy()
+            self.plan_lengths = np.ones(len(self.suggested_actions), dtype=np.int64)
+        if self.rated_actions is None:
+            self.rated_actions = self.suggested_actions.copy()
 
     def __len__(self) -> int:
         return int(len(self.implicit_rewards))
+
+    def plan_actions(self, entries: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """The action at ``positions`` of each entry's plan (the last one past its end)."""
+        assert self.plans is not None and self.plan_lengths is not None
+        return self.plans[entries, np.minimum(positions, self.plan_lengths[entries] - 1)]
+
+    def rate(self, entries: np.ndarray, actions: np.ndarray, action_space: gym.Space) -> np.ndarray:
+        """The implicit reward of the actions taken now at the entries' states: the advisor rated
+        its rated action ``implicit_rewards`` and implicitly rates its suggestion +1; an action in
+        between is rated by its distance to the suggestion, relative to the rated action's
+        (linear, clipped to [-1, 1]). A discrete action other than the suggestion gets the rating,
+        and so does every action where the rated action is the suggestion."""
+        assert self.rated_actions is not None
+        rating = self.implicit_rewards[entries]
+        suggested = self.suggested_actions[entries]
+        to_suggestion = action_distance(actions, suggested, action_space)
+        rated_to_suggestion = action_distance(self.rated_actions[entries], suggested, action_space)
+        informative = rated_to_suggestion > 1e-6  # a rated action equal to the suggestion: its rating alone
+        if isinstance(action_space, gym.spaces.Discrete):
+            return np.where(informative & (to_suggestion == 0), 1.0, rating)
+        slope = (1.0 - rating) / np.maximum(rated_to_suggestion, 1e-6)
+        return np.where(informative, np.clip(1.0 - slope * to_suggestion, -1.0, 1.0), rating)
 
     def normalise(self, obs: np.ndarray) -> np.ndarray:
         return (np.asarray(obs, dtype=np.float64) - self.obs_mean) / self.obs_std
@@ -95,6 +141,8 @@ class GuidanceTable:
         entries = _entries(states, trajectories, settings.extend_steps)
         discrete = np.asarray(trajectories[0].actions).ndim == 1
         act_shape = () if discrete else trajectories[0].actions.shape[1:]
+        dtype = np.int64 if discrete else np.float32
+        plans, lengths = _plans([s for _, s in entries], settings.plan_steps, dtype, act_shape)
         table = cls(
             observations=np.asarray([obs for obs, _ in entries], dtype=np.float64).reshape(-1, all_obs.shape[1]),
             suggested_actions=np.asarray([s.suggested_action for _, s in entries],
@@ -105,6 +153,9 @@ class GuidanceTable:
             obs_std=scale,
             epsilon=float(epsilon),
             reward_scale=reward_scale(trajectories),
+            rated_actions=np.asarray([s.agent_action for _, s in entries], dtype=dtype).reshape(-1, *act_shape),
+            plans=plans,
+            plan_lengths=lengths,
         )
         return table.deduplicated() if settings.deduplicate else table
 
@@ -117,13 +168,24 @@ class GuidanceTable:
             if not kept or np.min(np.linalg.norm(keys[kept] - keys[i], axis=1)) > self.epsilon:
                 kept.append(i)
         index = np.asarray(kept, dtype=np.int64)
+        return self.subset(index)
+
+    def subset(self, index: np.ndarray) -> "GuidanceTable":
+        """The table of the entries ``index``."""
+        assert self.rated_actions is not None and self.plans is not None and self.plan_lengths is not None
         return GuidanceTable(
             self.observations[index], self.suggested_actions[index], self.implicit_rewards[index],
             self.sources[index], self.obs_mean, self.obs_std, self.epsilon, self.reward_scale,
+            self.rated_actions[index], self.plans[index], self.plan_lengths[index],
         )
 
-    def summary(self) -> dict[str, float]:
-        return {"entries": len(self), "epsilon": self.epsilon, "reward_scale": self.reward_scale}
+    def summary(self) -> str:
+        """One line for people: entries, plan lengths, match radius."""
+        if len(self) == 0:
+            return "empty"
+        assert self.plan_lengths is not None
+        return (f"{len(self)} entries, plans of {int(self.plan_lengths.min())}-{int(self.plan_lengths.max())} steps, "
+                f"match radius {self.epsilon:.3g}")
 
     # -- persistence ----------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -136,6 +198,9 @@ class GuidanceTable:
             sources=self.sources,
             obs_mean=self.obs_mean,
             obs_std=self.obs_std,
+            rated_actions=self.rated_actions,
+            plans=self.plans,
+            plan_lengths=self.plan_lengths,
             meta=np.asarray(json.dumps({"epsilon": self.epsilon, "reward_scale": self.reward_scale})),
         )
         write_bytes_atomic(path, buffer.getvalue())
@@ -154,6 +219,7 @@ class GuidanceTable:
                 obs_std=data["obs_std"],
                 epsilon=float(meta["epsilon"]),
                 reward_scale=float(meta["reward_scale"]),
+                **{name: data[name] for name in ("rated_actions", "plans", "plan_lengths") if name in data.files},
             )
         except (OSError, KeyError, ValueError) as exc:
             raise UltraRLError(f"cannot read guidance table {path}: {exc}") from exc
@@ -185,6 +251,20 @@ def _entries(
         order = [state.step] + [s for s in range(low, high + 1) if s != state.step]  # the critical step first
         entries += [(trajectory.observations[step], state) for step in order]
     return entries
+
+
+def _plans(states: list[CriticalState], plan_steps: int, dtype: type, act_shape: tuple[int, ...]
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Each state's plan (its suggested action, then its further plan), cut at ``plan_steps``, as
+    one array padded with each plan's last action, and the plans' lengths."""
+    sequences = [[s.suggested_action, *s.plan][:plan_steps] for s in states]
+    longest = max((len(seq) for seq in sequences), default=1)
+    plans = np.zeros((len(states), longest, *act_shape), dtype=dtype)
+    for row, seq in enumerate(sequences):
+        actions = np.asarray(seq, dtype=dtype).reshape(len(seq), *act_shape)
+        plans[row, :len(seq)] = actions
+        plans[row, len(seq):] = actions[-1]
+    return plans, np.asarray([len(seq) for seq in sequences], dtype=np.int64)
 
 
 def calibrate_epsilon(trajectories: list[Trajectory], mean: np.ndarray, std: np.ndarray, quantile: float) -> float:

@@ -10,7 +10,9 @@ at the two places where SB3's off-policy loop chooses and stores a transition.
 - ``train``: after the algorithm's gradient steps, steps of the supervised term regress the
   actor's deterministic action on the suggestions (DQN: the cross-entropy of its Q-values taken
   as logits): enough steps to see each advised state as often as the gradient steps see each
-  replayed transition, at most one per gradient step (``refine/supervised.py``).
+  replayed transition, at most one per gradient step (``refine/supervised.py``). With trust (the
+  safeguard), SAC and TD3 imitate a suggestion only where their critic values it above the
+  actor's own action (a Q-filter); DQN, whose greedy action is its critic's best, imitates all.
 A refinement acts with the agent's own policy from its first step: the uniform warm-up of
 ``learning_starts`` is for training from scratch, and would replace a trained agent by noise;
 updates start once the replay buffer holds ``learning_starts`` transitions, for continued
@@ -85,7 +87,7 @@ class GuidedOffPolicyMixin:
             return actions, buffer_actions
         advice = self.modulation.advise(self._raw_obs(), actions, self.action_space,  # type: ignore[attr-defined]
                                         self._current_progress_remaining)
-        if advice.matched.any() and self.modulation.imitates:
+        if advice.matched.any() and self.modulation.imitates:  # off-policy learners do not judge advice
             self.supervised.memory.add(np.asarray(self._last_obs)[advice.matched], advice.suggested)  # type: ignore[attr-defined]
         if advice.override.any():
             suggested = advice.suggested[advice.override[advice.matched]]
@@ -127,7 +129,7 @@ class GuidedOffPolicyMixin:
             self.policy.set_training_mode(True)  # type: ignore[attr-defined]
             learning_rate = self.lr_schedule(self._current_progress_remaining)  # type: ignore[attr-defined]
             replayed = self.replay_buffer.size() * self.n_envs  # type: ignore[attr-defined]
-            loss = self.supervised.train(self._imitation_loss, weight, learning_rate,
+            loss = self.supervised.train(self._imitation_loss, weight * learning_rate,
                                          self.supervised.steps_after(gradient_steps, replayed), batch_size,
                                          None, self.device)  # type: ignore[attr-defined]
             self.logger.record("refine/bc_loss", loss)  # type: ignore[attr-defined]
@@ -140,7 +142,17 @@ class GuidedOffPolicyMixin:
         high = th.as_tensor(self.action_space.high, device=self.device)  # type: ignore[attr-defined]
         scaled = 2 * (suggested - low) / (high - low) - 1
         ones = th.ones_like(low)
-        return box_imitation_loss(self._actor_action(obs), scaled, -ones, ones)
+        action = self._actor_action(obs)
+        return box_imitation_loss(action, scaled, -ones, ones, self._q_filter(obs, scaled, action))
+
+    def _q_filter(self, obs: th.Tensor, advised: th.Tensor, own: th.Tensor) -> th.Tensor | None:
+        """1 where the critic values the advice above the actor's own action (trust), else 0."""
+        if self.modulation is None or not self.modulation.trusts:
+            return None
+        with th.no_grad():
+            q_advised = th.min(th.cat(self.critic(obs, advised), dim=1), dim=1).values  # type: ignore[attr-defined]
+            q_own = th.min(th.cat(self.critic(obs, own.detach()), dim=1), dim=1).values  # type: ignore[attr-defined]
+        return (q_advised > q_own).float()
 
     def _actor_action(self, obs: th.Tensor) -> th.Tensor:
         raise NotImplementedError

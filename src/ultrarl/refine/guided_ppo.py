@@ -10,10 +10,16 @@ PPO's clipped ratio caps what one executed suggestion can teach (about log 1.2 o
 log-probability per update, and a negative advantage pushes away from it). With ``bc_weight``
 > 0, in a method that executes suggestions, each update is followed by a supervised phase of
 ``n_epochs`` passes over the advised states seen so far (at most as many minibatch steps as a
-full update): the policy's mean action (clipped to the action bounds, so a suggestion at a
-bound never pulls a mean beyond it back inwards) is regressed on the suggestion; discrete
-policies get the cross-entropy. Its weight anneals with the override probability (ours; see
-docs/METHOD.md).
+full update): the policy's mean action is regressed on the advice (``box_imitation_loss``);
+discrete policies get the cross-entropy. Its weight scales the phase's learning rate and
+anneals with the override probability (ours; see docs/METHOD.md).
+
+With trust (the safeguard), an executed step enters the advised states only once the rollout
+shows that its plan beat the agent: its return to the end of the plan, bootstrapped with the
+agent's value there, exceeds the agent's value where it was taken by a margin
+(``trust_margin`` of |that value|, at least ``Modulation.trust_floor``). An
+executed step that did not gets no advantage in PPO's update. Each plan's verdict at its first
+step goes back to the modulation, which stops executing advice that never beats the agent.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from ultrarl.refine.agent_files import in_training_units, policy_observations
 from ultrarl.refine.modulation import Modulation, StepAdvice
-from ultrarl.refine.supervised import SupervisedTerm, box_imitation_loss
+from ultrarl.refine.supervised import SupervisedTerm, box_imitation_loss, segment_returns
 
 
 class GuidedPPO(PPO):
@@ -64,7 +70,7 @@ class GuidedPPO(PPO):
         if reset_num_timesteps:
             self._current_progress_remaining = 1.0
         result = super()._setup_learn(total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar)
-        if self.modulation is not None and self.supervised.memory.size == 0:
+        if self.modulation is not None and self.supervised.memory.size == 0 and not self.modulation.trusts:
             self.supervised.remember_table(self.modulation, self._policy_obs)
         return result
 
@@ -85,8 +91,9 @@ class GuidedPPO(PPO):
             return actions, values, log_probs, np.zeros(env.num_envs, dtype=np.float32)
         own = self._env_actions(actions)
         advice = self.modulation.advise(self._raw_obs(env), own, self.action_space, self._current_progress_remaining)
-        if advice.matched.any() and self.modulation.imitates:
+        if advice.matched.any() and self.modulation.imitates and not self.modulation.trusts:
             self.supervised.memory.add(np.asarray(self._last_obs)[advice.matched], advice.suggested)
+        self._advice_record.append(advice)
         if advice.override.any():
             actions = self._with_overrides(actions, advice)
             # Value does not depend on the action, the log-probability does: evaluate the
@@ -121,6 +128,7 @@ class GuidedPPO(PPO):
             self.policy.reset_noise(env.num_envs)
         if self.modulation is not None:
             self.modulation.stats.start_rollout()
+        self._advice_record: list[StepAdvice] = []
         callback.on_rollout_start()
 
         n_steps = 0
@@ -160,10 +168,38 @@ class GuidedPPO(PPO):
         with th.no_grad():
             last_values = self.policy.predict_values(obs_as_tensor(new_obs, self.device))  # type: ignore[arg-type]
         rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        if self.modulation is not None and self.modulation.trusts and self._advice_record:
+            self._judge_advice(rollout_buffer, last_values.flatten().numpy(), np.asarray(dones, dtype=bool))
         self._log_modulation()
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
+
+    def _judge_advice(self, buffer: RolloutBuffer, last_values: np.ndarray, last_dones: np.ndarray) -> None:
+        """Did each executed plan beat the agent? Its return to the plan's end (bootstrapped with
+        the value there) against the agent's value at each executed step; steps that beat it by the
+        margin are imitated, and each plan's verdict at its first step is recorded (``Modulation``)."""
+        assert self.modulation is not None
+        override = np.stack([a.override for a in self._advice_record])  # (steps, envs)
+        starts = np.stack([a.starts for a in self._advice_record])
+        entries = np.stack([a.entries for a in self._advice_record])
+        rewards, values = buffer.rewards, buffer.values
+        next_values = np.concatenate([values[1:], last_values[None]])
+        ended = np.concatenate([buffer.episode_starts[1:], last_dones[None]]).astype(bool)
+        returns = segment_returns(rewards, next_values, ended, override, starts, self.gamma)
+        floor = in_training_units(self._vec_normalize_env, np.float32(self.modulation.trust_floor))
+        margins = self.modulation.settings.trust_margin * np.abs(values) + floor
+        beat = override & (returns - values > margins)
+        # Executed advice that did not beat the agent teaches the policy nothing, in either direction
+        # (its value targets stay): PPO's update would otherwise push the policy away from
+        # arbitrary actions it never chose, which moves its mean as much as following them would.
+        buffer.advantages[override & ~beat] = 0.0
+        self.modulation.record_outcome(entries[starts], beat[starts])
+        self.modulation.record_imitation(int(beat.sum()), int((override & ~beat).sum()))
+        if beat.any() and self.modulation.imitates:
+            executed = (buffer.actions[..., 0].astype(np.int64) if isinstance(self.action_space, spaces.Discrete)
+                        else self._env_actions(buffer.actions))
+            self.supervised.memory.add(buffer.observations[beat], executed[beat])
 
     def _training_rewards(
         self, rewards: np.ndarray, implicit: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]
@@ -209,7 +245,7 @@ class GuidedPPO(PPO):
         rollout_size = self.n_steps * self.n_envs
         n_batches = self.supervised.steps_after(self.n_epochs * max(1, rollout_size // self.batch_size),
                                                 rollout_size)
-        return self.supervised.train(self._imitation_loss, weight, self.lr_schedule(self._current_progress_remaining),
+        return self.supervised.train(self._imitation_loss, weight * self.lr_schedule(self._current_progress_remaining),
                                      n_batches, self.batch_size, self.max_grad_norm, self.device)
 
     def _imitation_loss(self, obs: th.Tensor, suggested: th.Tensor) -> th.Tensor:
@@ -222,5 +258,4 @@ class GuidedPPO(PPO):
         if self.policy.squash_output:
             mean, suggested = th.tanh(mean), 2 * (suggested - low) / (high - low) - 1
             low, high = -th.ones_like(low), th.ones_like(high)
-        executed_mean = th.maximum(th.minimum(mean, high), low)  # the action the environment would get
-        return box_imitation_loss(executed_mean, suggested, low, high)
+        return box_imitation_loss(mean, suggested, low, high)

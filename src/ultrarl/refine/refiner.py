@@ -121,8 +121,10 @@ class Refiner:
     :param n_envs: parallel environments
     :param log_dir: SB3 CSV and TensorBoard logs (None: no logs)
     :param initial_states: the critical states episodes may start from
-    :param reset_prob: probability that an episode starts at one of them
-    :param rnd_weight: λ of the RND bonus on the training reward (0: none)
+    :param reset_prob: probability that an episode starts at one of them (None: the method's default)
+    :param rnd_weight: λ of the RND bonus on the training reward (0: none; None: the method's default)
+    Every setting left unset takes the method's default from its registry entry
+    (``ultrarl.methods``), as the CLI and the bench do.
     :param update_normalization: a normalised agent's statistics go on updating during refinement
         (False: frozen as loaded)
     """
@@ -139,17 +141,21 @@ class Refiner:
         n_envs: int = 1,
         log_dir: str | Path | None = None,
         initial_states: list[Snapshot] | None = None,
-        reset_prob: float = 0.0,
-        rnd_weight: float = 0.0,
+        reset_prob: float | None = None,
+        rnd_weight: float | None = None,
         update_normalization: bool = True,
     ) -> None:
         self.method = get_method(method)
+        reset_prob = self.method.reset_prob if reset_prob is None else reset_prob
+        rnd_weight = self.method.rnd_weight if rnd_weight is None else rnd_weight
+        modulation = (modulation or ModulationSettings()).for_method(self.method)
         self.env_id = env_id
         self.seed = seed
         if self.method.guided and guidance is None:
             raise UltraRLError(f"method {self.method.name} needs a guidance table (run explain first)")
         if reset_prob > 0 and not initial_states:
-            raise UltraRLError(f"method {self.method.name} resets to critical states but none were given")
+            raise UltraRLError(f"method {self.method.name} starts episodes at critical states (reset_prob "
+                               f"{reset_prob}): give initial_states (their snapshots) or reset_prob=0")
         self.guidance = guidance
         self.reset_pool_size = len(initial_states or []) if reset_prob > 0 else 0
         if isinstance(agent, (str, Path)):
@@ -282,7 +288,7 @@ class Refiner:
         """Whole-run match and override counts (zeros for unguided methods)."""
         if self.modulation is None:
             return {"steps": 0, "matched": 0, "overridden": 0, "match_rate": 0.0, "override_rate": 0.0}
-        return self.modulation.stats.totals()
+        return {**self.modulation.stats.totals(), **self.modulation.trust_report()}
 
     def save(self, path: str | Path) -> None:
         """The refined policy as a plain SB3 zip (``PPO.load``, ``SAC.load``, ... anywhere), with

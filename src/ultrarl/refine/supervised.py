@@ -5,7 +5,8 @@ PPO's clipped ratio caps what an executed suggestion can teach, and an off-polic
 learns it through its critic; this term teaches the advice directly, weighted by ``bc_weight``
 and annealed with the override probability (docs/METHOD.md). It has an Adam optimiser of its
 own: sharing the RL algorithm's let Adam's momentum from the RL update move the policy on every
-supervised step, also where the imitation loss had no gradient at all.
+supervised step, also where the imitation loss had no gradient at all. Adam's step does not
+scale with its loss, so the weight scales the learning rate instead.
 """
 
 from __future__ import annotations
@@ -99,14 +100,15 @@ class SupervisedTerm:
         whole = int(expected)
         return whole + int(expected > whole and self.rng.random() < expected - whole)
 
-    def train(self, loss_fn: ImitationLoss, weight: float, learning_rate: float, n_batches: int, batch_size: int,
+    def train(self, loss_fn: ImitationLoss, learning_rate: float, n_batches: int, batch_size: int,
               max_grad_norm: float | None, device: th.device | str) -> float:
-        """``n_batches`` minibatch steps on the advised states; the mean loss."""
+        """``n_batches`` minibatch steps on the advised states at ``learning_rate`` (the
+        algorithm's, times the term's weight); the mean loss."""
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate
         losses = []
         for obs, suggested in self.memory.sample_batches(batch_size, n_batches, self.rng):
-            loss = weight * loss_fn(th.as_tensor(obs, device=device), th.as_tensor(suggested, device=device))
+            loss = loss_fn(th.as_tensor(obs, device=device), th.as_tensor(suggested, device=device))
             self.optimizer.zero_grad()
             loss.backward()
             if max_grad_norm is not None:
@@ -126,8 +128,32 @@ class SupervisedTerm:
         self.optimizer.load_state_dict(state["optimizer"])
 
 
-def box_imitation_loss(executed: th.Tensor, suggested: th.Tensor, low: th.Tensor, high: th.Tensor) -> th.Tensor:
-    """Squared distance of the executed action to the suggestion, per dimension in units of the
-    action range. ``executed`` is already clipped to the bounds, so a suggestion at a bound
-    gives no gradient to an action beyond it."""
-    return (((executed - suggested) / (high - low)) ** 2).sum(dim=-1).mean()
+def box_imitation_loss(mean: th.Tensor, suggested: th.Tensor, low: th.Tensor, high: th.Tensor,
+                       weights: th.Tensor | None = None) -> th.Tensor:
+    """Squared distance of the policy's mean action to the suggestion, per dimension in units of
+    the action range. Where the suggestion sits on a bound, a mean beyond that bound executes the
+    same action and costs nothing; everywhere else the mean itself is pulled, so a saturated mean
+    beyond a bound comes back towards a suggestion inside it. ``weights``: one per sample (the
+    Q-filter's 0 or 1)."""
+    target_high = th.where(suggested >= high, th.minimum(mean, high), mean)
+    effective = th.where(suggested <= low, th.maximum(target_high, low), target_high)
+    per_sample = (((effective - suggested) / (high - low)) ** 2).sum(dim=-1)
+    return (per_sample if weights is None else per_sample * weights).mean()
+
+
+def segment_returns(rewards: np.ndarray, next_values: np.ndarray, ended: np.ndarray, executed: np.ndarray,
+                    starts: np.ndarray, gamma: float) -> np.ndarray:
+    """For each executed step of a rollout (arrays of shape (steps, envs)), the discounted return
+    to the end of its guided segment, bootstrapped with the value of the state after it (0 where
+    the episode ended there); 0 where nothing was executed. A segment ends where the next step
+    is not executed, starts a new segment, or the episode ended."""
+    returns = np.zeros_like(rewards, dtype=np.float64)
+    following = np.zeros(rewards.shape[1], dtype=np.float64)  # the return from the next step on
+    for t in range(len(rewards) - 1, -1, -1):
+        continues = np.zeros(rewards.shape[1], dtype=bool) if t + 1 == len(rewards) else \
+            executed[t + 1] & ~starts[t + 1]
+        continues &= ~ended[t]
+        bootstrap = np.where(ended[t], 0.0, next_values[t])
+        returns[t] = rewards[t] + gamma * np.where(continues, following, bootstrap)
+        following = np.where(executed[t], returns[t], 0.0)
+    return np.where(executed, returns, 0.0)
