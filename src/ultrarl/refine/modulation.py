@@ -11,7 +11,8 @@ At a state that matches a guidance-table entry:
 Trust (ours, ``trust_advice``): advice earns its influence from what it does. After each
 rollout, the learner reports whether each executed plan beat the agent's own expected return
 (``record_outcome``); a table entry whose plan never did in ``trust_trials`` tries is no longer
-executed, and only executed steps that beat it are imitated. Also ours: a live advisor (the
+executed, only executed steps that beat it are imitated, and (ULTRA-RA) an entry's rating shapes
+the reward only once its plan has beaten the agent. Also ours: a live advisor (the
 oracle's expert asked at the visited state, ``hold_steps`` further steps after each override).
 """
 
@@ -208,6 +209,15 @@ class Modulation:
         ok = (self.trials[index] < self.settings.trust_trials) | (self.wins[index] > 0) if self.trusts else True
         return (entries >= 0) & ok
 
+    def _earned(self, entries: np.ndarray) -> np.ndarray:
+        """1 where an entry's rating may shape the reward: always without trust, and with it once
+        the entry's own advice has beaten the agent (an advisor whose plans never beat the agent
+        there has not shown that its ratings mean anything either). ULTRA-R executes no advice,
+        so its ratings cannot earn trust this way and always shape."""
+        if not (self.trusts and self.override_actions):
+            return np.ones(len(entries))
+        return (self.wins[np.maximum(entries, 0)] > 0).astype(np.float64)
+
     def record_outcome(self, entries: np.ndarray, beat_agent: np.ndarray) -> None:
         """The learner's verdict on executed plans (one per entry in ``entries``)."""
         np.add.at(self.trials, entries, 1)
@@ -260,7 +270,7 @@ class Modulation:
             ratings = self.table.rate(entries[matched], own_actions[matched], action_space)
         self._advance(override)
         if self.shape_rewards:
-            implicit[matched] = ratings
+            implicit[matched] = ratings * self._earned(entries[matched])
             implicit[override] = 0.0  # the rating is of the agent's own action, never of executed advice
         return StepAdvice(matched, suggested, override, implicit, starts, entries)
 

@@ -42,6 +42,7 @@ def write_report(
             f"- steps: {int(modulation['steps'])}, matched: {int(modulation['matched'])} "
             f"(match rate {modulation['match_rate']:.3%}), overridden: {int(modulation['overridden'])} "
             f"(override rate {modulation['override_rate']:.3%})",
+            *_trust_lines(modulation),
             "",
         ]
     if usage is not None:
@@ -75,3 +76,19 @@ def write_report(
         lines += ["", "## Pictures of the critical states", ""]
         lines += [f"![episode {s.episode}, step {s.step}]({s.frame})" for s in pictured]
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _trust_lines(modulation: dict[str, float]) -> list[str]:
+    """How much advice was trusted, and why the rest was not (runs that judge their advice)."""
+    if "plans_executed" not in modulation:
+        return []
+    return [
+        f"- advice executed: {int(modulation['plans_executed'])} plans, of which "
+        f"{int(modulation['plans_beat_agent'])} beat the agent's own expected return",
+        f"- imitated: {int(modulation['imitated_steps'])} executed steps; not imitated: "
+        f"{int(modulation['not_imitated_steps'])} (their plan did not beat the agent, or nothing judges advice: the "
+        "live oracle imitates every advised state)",
+        f"- table entries: {int(modulation.get('entries', 0))}; kept {int(modulation.get('entries_kept', 0))}, "
+        f"dropped {int(modulation.get('entries_dropped', 0))} (their advice never beat the agent in its first "
+        f"tries), never executed {int(modulation.get('entries_never_executed', 0))}",
+    ]
