@@ -25,7 +25,8 @@ from ultrarl.stages import identify
 
 
 def _steps_per_second(agent: Path, env_id: str, method: str, table, timesteps: int, seed: int) -> float:  # type: ignore[no-untyped-def]
-    refiner = Refiner(agent, env_id, method=method, guidance=table, seed=seed, reset_prob=0.0)  # the per-step cost alone
+    # No critical-state starts: the per-step cost of the modulation alone.
+    refiner = Refiner(agent, env_id, method=method, guidance=table, seed=seed, reset_prob=0.0)
     start = time.perf_counter()
     refiner.refine(timesteps)
     return timesteps / (time.perf_counter() - start)

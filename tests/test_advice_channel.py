@@ -210,7 +210,8 @@ def test_refiner_from_python_runs_each_method_with_its_defaults(cartpole_agent_p
     table = GuidanceTable(observations=obs[None].astype(np.float64), suggested_actions=np.asarray([1]),
                           implicit_rewards=np.asarray([0.0]), sources=np.zeros((1, 2), dtype=np.int64),
                           obs_mean=np.zeros(4), obs_std=np.ones(4), epsilon=0.1, reward_scale=1.0)
-    oracle = Refiner(cartpole_agent_path, "CartPole-v1", method="oracle", guidance=table, advisor=lambda o: np.ones(len(o)))
+    oracle = Refiner(cartpole_agent_path, "CartPole-v1", method="oracle", guidance=table,
+                     advisor=lambda o: np.ones(len(o)))
     assert oracle.modulation is not None and oracle.modulation.settings.hold_steps == 128
     assert not oracle.modulation.trusts
     ultra = Refiner(cartpole_agent_path, "CartPole-v1", method="ultra-ra", guidance=table, initial_states=pool)

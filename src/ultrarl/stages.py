@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from stable_baselines3 import PPO
 
 from ultrarl import run_dir as files
@@ -100,10 +101,13 @@ def identify(settings: ExplainSettings, method: Method, run_dir: Path, agent: PP
     usage = ctx.explainer.llm.ledger.to_dict() if ctx.explainer else UsageLedger().to_dict()
     states = _checked(settings, method, states, trajectories, agent, run_dir)
     table = GuidanceTable.from_explanations(states, trajectories, settings.guidance) if method.guided else None
+    if table is not None and len(table):
+        ctx.details["predicted_match_rate"] = _predicted_match_rate(table, trajectories, method)
     _write_identification(settings, method, run_dir, ctx, states, table, usage, time.perf_counter() - start)
     if method.identify != "none":
         console.print(f"{len(states)} critical states identified ({method.identify}) in "
-                      f"{time.perf_counter() - start:.1f} s" + (f"; guidance table: {table.summary()}" if table else ""))
+                      f"{time.perf_counter() - start:.1f} s"
+                      + (f"; guidance table: {table.summary()}" if table else ""))
     advisor = expert_advisor(ctx.expert) if ctx.expert is not None and method.live_advisor else None
     return Identification(states, table, usage, trajectories, advisor)
 
@@ -190,6 +194,21 @@ def _write_identification(
     if method.asks_llm and not states:
         console.print("[yellow]warning[/]: no usable critical state (unusable LLM answers, or all dropped by "
                       "--verify); the guidance table is empty")
+
+
+LOW_MATCH_RATE = 0.001  # below this share of steps, advice rarely starts from a matched state
+
+
+def _predicted_match_rate(table: GuidanceTable, trajectories: list[Trajectory], method: Method) -> float:
+    """The share of the explained episodes' steps that match the table: about how often refinement
+    will meet its advice outside critical-state starts. Printed, and a warning when it is too low
+    for matched states to matter."""
+    rate = float(np.mean(table.match(np.concatenate([t.observations for t in trajectories])) >= 0))
+    console.print(f"the table matches {rate:.2%} of the explained episodes' steps")
+    if rate < LOW_MATCH_RATE and method.override_actions:
+        console.print(f"[yellow]warning[/]: under {LOW_MATCH_RATE:.1%} of steps match: advice will start almost only "
+                      "from critical-state starts (--reset-prob); --epsilon-quantile or --epsilon widens the match")
+    return rate
 
 
 def reset_pool(states: list[CriticalState], trajectories: list[Trajectory]) -> list[Snapshot]:

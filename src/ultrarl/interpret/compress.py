@@ -70,7 +70,8 @@ def select_steps(
     if slots > 0 and remaining:
         for i in np.unique(np.linspace(0, len(remaining) - 1, num=min(slots, len(remaining))).round().astype(int)):
             try_add(remaining[int(i)])
-    return sorted(chosen)
+    # An answer must name a shown step: where the instructions leave no room, the last one still goes.
+    return sorted(chosen) or [n - 1]
 
 
 def render_selected(lines: Sequence[str], selected: Sequence[int]) -> str:

@@ -257,7 +257,8 @@ class Modulation:
         if not matched.any():  # no advisor call, no override draw
             return StepAdvice(matched, self.table.suggested_actions[:0], held.copy(), implicit, starts, matches)
         if self.override_actions:
-            starts = matched & ~held & self.trusted(matches) & (self.rng.random(n) < self.override_prob(progress_remaining))
+            drawn = self.rng.random(n) < self.override_prob(progress_remaining)
+            starts = matched & ~held & self.trusted(matches) & drawn
             self._start_segments(starts, matches)
         override = held | starts
         entries = np.where(held, self.segment_entry, matches)  # type: ignore[arg-type]

@@ -37,7 +37,10 @@ from ultrarl.report.run_report import read_curve, refine_report_title, write_run
 
 BOOTSTRAP_REPS = 2000
 CURVE_BINS = 20
-ORACLE_NOTE = "oracle = an expert policy as the advisor: an upper bound, not a competitor"
+ORACLE_NOTE = ("oracle = an expert policy asked live at every visited state (the machinery's upper bound); "
+               "oracle-offline = the expert asked once, as an LLM is (the upper bound of ULTRA's channel); "
+               "random-advice = uniformly random advice through the same channel (a lower bound); none is a "
+               "competitor")
 
 
 @dataclass
@@ -341,7 +344,8 @@ def learning_curves(config: dict[str, Any], rows: list[RunRow], out_dir: Path) -
             with warnings.catch_warnings():  # a bin where no run ended an episode stays empty (NaN)
                 warnings.simplefilter("ignore", RuntimeWarning)
                 mean, std = np.nanmean(stacked, axis=0), np.nanstd(stacked, axis=0)
-            label = f"{method['name']} (upper bound)" if spec.upper_bound else method["name"]
+            bound = " (upper bound)" if spec.upper_bound else " (lower bound)" if spec.lower_bound else ""
+            label = method["name"] + bound
             ax.plot(centres, mean, label=label, linestyle=":" if spec.upper_bound else "-")
             ax.fill_between(centres, mean - std, mean + std, alpha=0.15)
         ax.set_title(f"{env_id}: true return during refinement")
