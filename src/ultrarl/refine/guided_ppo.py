@@ -62,7 +62,7 @@ class GuidedPPO(PPO):
 
     def _excluded_save_params(self) -> list[str]:
         # The saved zip is a plain policy: guidance lives in the run directory, not in the model.
-        return [*super()._excluded_save_params(), "modulation", "supervised"]
+        return [*super()._excluded_save_params(), "modulation", "supervised", "_advice_record"]
 
     def _setup_learn(self, total_timesteps, callback=None, reset_num_timesteps=True, tb_log_name="run", progress_bar=False):  # type: ignore[no-untyped-def]
         # A loaded agent carries the progress of its own training (often slightly below 0):
