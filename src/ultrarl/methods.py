@@ -59,6 +59,11 @@ class Method:
         return self.override_actions or self.shape_rewards
 
     @property
+    def plays_expert_plans(self) -> bool:
+        """The expert answers once, with plans played from snapshots (the offline oracle)."""
+        return self.identify == "expert" and not self.live_advisor
+
+    @property
     def asks_llm(self) -> bool:
         return self.identify == "llm"
 

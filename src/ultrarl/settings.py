@@ -125,13 +125,13 @@ class RefineSettings(IdentifySettings):
 
     @property
     def effective_reset_prob(self) -> float:
-        """The probability set, else the method's default; a default needs snapshots, so an
-        environment that has none starts every episode at its own start instead."""
+        """The probability set, else the method's default. Where advice also runs from matched
+        states, an environment without snapshots starts every episode at its own start instead;
+        a method whose critical states carry no advice (RICE's kind) needs them."""
         if self.reset_prob is not None:
             return self.reset_prob
         default = self.method_spec.reset_prob
-        return default if default == 0 or self.method_spec.identify in ("mask", "random") \
-            or supports_snapshots(self.env_id) else 0.0
+        return default if default == 0 or not self.method_spec.suggests or supports_snapshots(self.env_id) else 0.0
 
     @property
     def effective_rnd_weight(self) -> float:
@@ -145,8 +145,7 @@ class RefineSettings(IdentifySettings):
     @property
     def needs_snapshots(self) -> bool:
         return self.effective_reset_prob > 0 or (self.verify.enabled and self.method_spec.asks_llm) \
-            or (self.method_spec.identify == "expert" and not self.method_spec.live_advisor
-                and supports_snapshots(self.env_id))
+            or (self.method_spec.plays_expert_plans and supports_snapshots(self.env_id))
 
 
 class FidelityRunSettings(IdentifySettings):

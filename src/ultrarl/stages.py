@@ -119,7 +119,7 @@ def _context(
     ctx = IdentifyContext(agent, settings.env_id, trajectories, describer, settings.critical_steps,  # type: ignore[arg-type]
                           settings.seed)
     ctx.plan_steps = settings.guidance.plan_steps
-    ctx.expert_plans = method.identify == "expert" and not method.live_advisor
+    ctx.expert_plans = method.plays_expert_plans
     if isinstance(settings, IdentifySettings):
         ctx.mask_timesteps, ctx.mask_alpha = settings.mask_timesteps, settings.mask_alpha
         if method.identify == "expert" and settings.expert is not None:  # a missing one: the identifier says so

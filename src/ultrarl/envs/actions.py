@@ -17,6 +17,13 @@ def equivalent_actions(env_id: str) -> tuple[int, ...] | None:
     return EQUIVALENT_ACTIONS.get(env_id)
 
 
+def uniform_action(action_space: spaces.Space, rng: np.random.Generator) -> int | np.ndarray:
+    """One uniformly random action of ``action_space``, drawn from ``rng`` (not the space's own stream)."""
+    if isinstance(action_space, spaces.Discrete):
+        return int(action_space.start) + int(rng.integers(int(action_space.n)))
+    return rng.uniform(action_space.low, action_space.high).astype(action_space.dtype)  # type: ignore[attr-defined]
+
+
 def action_distance(
     a: np.ndarray, b: np.ndarray, action_space: spaces.Space, equivalent: tuple[int, ...] | None = None
 ) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from ultrarl.envs.actions import uniform_action
 from ultrarl.envs.rollout import Trajectory
 from ultrarl.explain.explainer import CriticalState, as_json_action
 from ultrarl.explain.mask_network import MaskNetwork, critical_steps_by_mask, random_critical_steps
@@ -71,14 +72,8 @@ def random_advice(action_space: gym.Space, plan_steps: int, rng: np.random.Gener
     bounds = [0, *cuts, length]
     plan: list[int | list[float]] = []
     for start, end in zip(bounds[:-1], bounds[1:]):
-        plan += [as_json_action(np.asarray(_uniform_action(action_space, rng)))] * int(end - start)
+        plan += [as_json_action(np.asarray(uniform_action(action_space, rng)))] * int(end - start)
     return plan[0], plan[1:], float(rng.uniform(-1.0, 1.0))
-
-
-def _uniform_action(action_space: gym.Space, rng: np.random.Generator) -> np.ndarray:
-    if isinstance(action_space, gym.spaces.Discrete):
-        return np.asarray(int(action_space.start) + int(rng.integers(int(action_space.n))))
-    return rng.uniform(action_space.low, action_space.high).astype(np.float32)  # type: ignore[attr-defined]
 
 
 def random_advice_states(

@@ -19,6 +19,7 @@ import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.logger import Logger
 
+from ultrarl.envs.actions import uniform_action
 from ultrarl.envs.factory import make_vec_env
 from ultrarl.envs.rollout import Trajectory
 
@@ -43,10 +44,7 @@ class MaskedAgentEnv(gym.Wrapper):
         return self._obs, info
 
     def _random_action(self) -> Any:
-        space = self.agent_action_space
-        if isinstance(space, gym.spaces.Discrete):
-            return int(self.rng.integers(space.n))
-        return self.rng.uniform(space.low, space.high).astype(space.dtype)  # type: ignore[attr-defined]
+        return uniform_action(self.agent_action_space, self.rng)
 
     def step(self, mask_action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if int(mask_action) == BLIND:

@@ -232,8 +232,7 @@ class Modulation:
         """How much advice was trusted: entries never executed, executed and kept, and dropped
         because their advice never beat the agent."""
         executed = self.trials > 0
-        dropped = executed & (self.trials >= self.settings.trust_trials) & (self.wins == 0) if self.trusts else \
-            np.zeros(len(self.trials), dtype=bool)
+        dropped = ~self.trusted(np.arange(len(self.trials)))
         return {"entries": len(self.trials), "entries_never_executed": int((~executed).sum()),
                 "entries_kept": int((executed & ~dropped).sum()), "entries_dropped": int(dropped.sum())}
 
